@@ -52,8 +52,8 @@ lib-test: $(STAMP)
 # nbval re-runs each notebook under the smoke profile and checks that it runs cleanly (outputs
 # that depend on timing or figures are not compared: see nbval-sanitize.cfg and --nbval-lax).
 nb-test: $(STAMP)
-	DFATTN_PROFILE=smoke $(PY) -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider \
-	  --sanitize-with nbval-sanitize.cfg
+	DFATTN_PROFILE=smoke $(PY) -m pytest --nbval-lax --nbval-current-env notebooks/ -q -p no:cacheprovider \
+	  --nbval-sanitize-with nbval-sanitize.cfg
 
 test: setup lib-test nb-test book-check
 

@@ -1,0 +1,921 @@
+"""Synthetic faces: the book's built-in face source, drawn by our own code from 68 landmarks.
+
+No external data: every face is sampled from a parametric model and rendered with OpenCV
+primitives, so the book runs anywhere, and the landmarks are exact by construction.
+
+How a face is made
+------------------
+1. **Parameters.** An identity (face outline, eye/brow/nose/mouth shapes, skin tone and texture,
+   hair colour and style, iris colour, beard) and a view (head pose, expression, lighting,
+   framing, background, camera finish) are drawn from seeded generators
+   (:func:`sample_identity`, :func:`sample_view`).
+2. **Landmarks first.** :func:`landmarks_3d` deforms a parametric 68-point template (the dlib /
+   iBUG-300W layout: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67) with the shape
+   and expression parameters. Points live in *head units*: x to the image right, y down, z
+   towards the camera; the jaw is about 2 units wide, the eye corners near ``y = -0.6``, the
+   chin near ``y = 1``. Every point has a depth, so a 3-D rotation (yaw, pitch, roll) and an
+   orthographic projection give a plausible head pose: the nose moves more than the outline.
+3. **Render from the landmarks.** Face fill (the jaw closed over the skull), eyes (sclera, iris,
+   pupil and lids from the eye points), brows (tapered bands along the brow points), nose
+   (nostrils and wings from the nose points), lips (from the lip polygons), then ears, neck,
+   hair, clothes and a defocused background. Light (a lit head ellipsoid, intersected exactly
+   along each camera ray, times soft shadows of eye sockets, nose, lips, hair and chin) and
+   texture amplitudes are drawn at a quarter of the resolution and upsampled; skin, hair strands
+   and sensor grain come from noise tiles made once from a fixed seed.
+
+Determinism: face ``i`` of :class:`SyntheticFaces` depends only on ``(seed, identity, view)``,
+never on the order of access; the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from dfattn.data.faces import Face
+
+__all__ = [
+    "HAIR_STYLES",
+    "IdentityParams",
+    "ViewParams",
+    "SyntheticFaces",
+    "landmarks_3d",
+    "mean_shape",
+    "render",
+    "render_face",
+    "sample_identity",
+    "sample_view",
+]
+
+HAIR_STYLES = ("short", "long", "bob", "bangs", "side_part", "curly", "buzz", "bald")
+_HAIR_STYLE_WEIGHTS = (0.22, 0.16, 0.1, 0.1, 0.12, 0.1, 0.1, 0.1)
+
+# Skin tones (sRGB), lightest to darkest; a face interpolates between neighbours.
+_SKIN_TONES = np.array(
+    [[246, 214, 192], [236, 192, 162], [224, 174, 138], [204, 150, 110], [180, 126, 88],
+     [150, 100, 68], [120, 78, 52], [92, 60, 42], [68, 45, 33]],
+    dtype=np.float64,
+)
+_HAIR_COLOURS = np.array(
+    [[20, 16, 14], [38, 28, 22], [62, 44, 30], [94, 66, 42], [136, 102, 66], [192, 158, 106],
+     [146, 70, 38], [118, 114, 110], [192, 190, 184]],
+    dtype=np.float64,
+)
+_HAIR_WEIGHTS = np.array([0.22, 0.2, 0.16, 0.12, 0.08, 0.07, 0.06, 0.05, 0.04])
+_IRIS_COLOURS = np.array(
+    [[74, 44, 26], [46, 30, 22], [112, 86, 46], [86, 110, 76], [80, 116, 160], [112, 124, 136]],
+    dtype=np.float64,
+)
+_IRIS_WEIGHTS = np.array([0.34, 0.26, 0.12, 0.09, 0.12, 0.07])
+
+_SHIFT = 4  # fixed-point fraction bits for sub-pixel cv2 drawing
+_ONE = float(1 << _SHIFT)
+_AA = cv2.LINE_AA
+Colour = tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityParams:
+    """Who the face is: shape (head units, see the module docstring) and colours (RGB 0-255)."""
+
+    face_width: float = 1.0  # half-width of the jaw at ear level
+    face_length: float = 1.0  # y of the chin (point 8)
+    jaw_square: float = 2.3  # superellipse exponent of the jaw: 2 round, 3 square
+    chin_bump: float = 0.03  # extra drop of the chin
+    eye_y: float = -0.6  # y of the eye-corner line
+    eye_gap: float = 0.2  # half-distance between the inner eye corners
+    eye_width: float = 0.41
+    eye_height: float = 0.15  # lid opening at rest
+    eye_tilt: float = 0.02  # outer corners raised by this much
+    brow_gap: float = 0.3  # brow base above the eye line
+    brow_arch: float = 0.1
+    brow_thickness: float = 0.08
+    nose_tip_y: float = -0.08
+    nose_width: float = 0.21  # half-width at the wings (31, 35)
+    mouth_y: float = 0.5
+    mouth_width: float = 0.42  # half-width, corner to centre
+    upper_lip: float = 0.1
+    lower_lip: float = 0.14
+    cupid: float = 0.025  # depth of the cupid's bow dip at point 51
+    asymmetry: tuple[float, ...] = (0.0,) * 5  # brows (2), eyes (2), mouth corner line
+    skin: Colour = (224.0, 174.0, 138.0)
+    skin_texture: float = 0.025  # relative amplitude of the skin mottling
+    lip_colour: Colour = (184.0, 108.0, 100.0)
+    hair: Colour = (38.0, 28.0, 22.0)
+    brow_colour: Colour = (38.0, 28.0, 22.0)
+    hair_style: str = "short"
+    hair_volume: float = 0.12
+    hairline: float = -1.7  # y of the hairline at the forehead centre
+    hair_part: float = 0.0  # sideways shift of the parting / fringe, -1..1
+    iris: Colour = (74.0, 44.0, 26.0)
+    beard: float = 0.0  # 0 none .. 1 full
+    ear_size: float = 1.0
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """How this picture is taken: pose, expression, light, framing, scene and camera."""
+
+    yaw: float = 0.0  # degrees, + turns the nose to the image right
+    pitch: float = 0.0  # degrees, + tilts the face up
+    roll: float = 0.0  # degrees, in-plane
+    scale: float = 0.64  # frontal jaw width / image width
+    shift: tuple[float, float] = (0.0, 0.0)  # landmark-box centre offset, fraction of the image
+    smile: float = 0.0  # 0..1
+    mouth_open: float = 0.0  # 0..1
+    eye_open: float = 1.0  # lid opening factor (0 closed)
+    brow_raise: float = 0.0  # head units
+    gaze: tuple[float, float] = (0.0, 0.0)  # iris offset, fraction of the eye width
+    light_azimuth: float = 20.0  # degrees, + light from the image right
+    light_elevation: float = 25.0  # degrees, + light from above
+    ambient: float = 0.45
+    exposure: float = 1.0
+    white_balance: Colour = (1.0, 1.0, 1.0)  # per-channel gains
+    background: tuple[Colour, ...] = ((96.0, 108.0, 120.0),) * 4  # corner colours
+    clothes: Colour = (60.0, 70.0, 90.0)
+    blur: float = 0.6  # camera blur sigma, pixels at 256 px
+    grain: float = 2.5  # sensor noise std, grey levels
+    scene_seed: int = 0  # background shapes, hair wobble, texture offsets
+
+
+def _colour(c: np.ndarray) -> Colour:
+    return tuple(np.clip(c, 0.0, 255.0).tolist())  # type: ignore[return-value]
+
+
+def sample_identity(rng: np.random.Generator) -> IdentityParams:
+    """Draw the shape and the colours of one synthetic person."""
+    u = rng.uniform
+    tone = u(0.0, len(_SKIN_TONES) - 1.0)
+    lo = int(tone)
+    hi = min(lo + 1, len(_SKIN_TONES) - 1)
+    skin = _SKIN_TONES[lo] + (tone - lo) * (_SKIN_TONES[hi] - _SKIN_TONES[lo])
+    skin = skin * np.array([1.0, u(0.96, 1.03), u(0.94, 1.05)]) * u(0.95, 1.05)  # undertone
+    lip = skin * np.array([0.84, 0.62, 0.64]) * u(0.82, 0.98)
+    if rng.random() < 0.12:  # lipstick
+        lip = 0.45 * lip + 0.55 * np.array([u(140, 190), u(30, 60), u(45, 80)])
+    style = str(rng.choice(HAIR_STYLES, p=_HAIR_STYLE_WEIGHTS))
+    hair = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)] * u(0.85, 1.15)
+    dark = _HAIR_COLOURS[rng.integers(0, 4)] * u(0.8, 1.2)
+    brow = hair * u(0.65, 0.95) if hair.mean() < 150 and style != "bald" else dark
+    long_ = style in ("long", "bob", "curly")
+    return IdentityParams(
+        face_width=u(0.93, 1.07),
+        face_length=u(0.9, 1.1),
+        jaw_square=u(1.9, 3.0),
+        chin_bump=u(0.0, 0.07),
+        eye_y=u(-0.66, -0.56),
+        eye_gap=u(0.17, 0.23),
+        eye_width=u(0.37, 0.46),
+        eye_height=u(0.13, 0.19),
+        eye_tilt=u(-0.03, 0.06),
+        brow_gap=u(0.26, 0.36),
+        brow_arch=u(0.04, 0.13),
+        brow_thickness=u(0.06, 0.11),
+        nose_tip_y=u(-0.15, 0.0),
+        nose_width=u(0.17, 0.27),
+        mouth_y=u(0.44, 0.56),
+        mouth_width=u(0.34, 0.46),
+        upper_lip=u(0.07, 0.12),
+        lower_lip=u(0.1, 0.17),
+        cupid=u(0.0, 0.04),
+        asymmetry=tuple(rng.normal(0.0, 0.012, 5).tolist()),
+        skin=_colour(skin),
+        skin_texture=u(0.015, 0.04),
+        lip_colour=_colour(lip),
+        hair=_colour(hair),
+        brow_colour=_colour(brow),
+        hair_style=style,
+        hair_volume=u(0.25, 0.5) if style == "curly" else u(0.05, 0.18) + 0.08 * long_,
+        hairline=u(-1.32, -1.2) if style == "bangs" else u(-1.85, -1.5),
+        hair_part=u(-1.0, 1.0),
+        iris=_colour(_IRIS_COLOURS[rng.choice(len(_IRIS_COLOURS), p=_IRIS_WEIGHTS)] * u(0.85, 1.15)),
+        beard=u(0.3, 1.0) if rng.random() < 0.15 else 0.0,
+        ear_size=u(0.85, 1.15),
+    )
+
+
+def sample_view(rng: np.random.Generator) -> ViewParams:
+    """Draw the pose, expression, lighting, framing, scene and camera of one picture."""
+    u = rng.uniform
+    smile = u(0.2, 1.0) if rng.random() < 0.5 else 0.0
+    mouth_open = u(0.1, 1.0) ** 1.5 if rng.random() < 0.35 else 0.0
+    eye_open = u(0.8, 1.15) if rng.random() < 0.95 else u(0.1, 0.5)
+    grey = u(60, 200)
+    base = grey + u(0.2, 0.7) * (rng.uniform(20, 235, 3) - grey)  # muted scene colours
+    bg = tuple(_colour(base * u(0.7, 1.2) + rng.normal(0, 18, 3)) for _ in range(4))
+    return ViewParams(
+        yaw=float(np.clip(rng.normal(0, 11), -25, 25)),
+        pitch=float(np.clip(rng.normal(0, 6), -14, 14)),
+        roll=float(np.clip(rng.normal(0, 7), -18, 18)),
+        scale=u(0.56, 0.7),
+        shift=(u(-0.03, 0.03), u(-0.03, 0.03)),
+        smile=smile,
+        mouth_open=mouth_open,
+        eye_open=eye_open * (1.0 - 0.25 * smile),
+        brow_raise=u(-0.04, 0.1),
+        gaze=(u(-0.12, 0.12), u(-0.05, 0.05)),
+        light_azimuth=u(-65, 65),
+        light_elevation=u(-5, 50),
+        ambient=u(0.3, 0.6),
+        exposure=u(0.85, 1.15),
+        white_balance=_colour(np.clip(rng.normal(1.0, 0.04, 3), 0.88, 1.12)),
+        background=bg,
+        clothes=_colour(rng.uniform(15, 230, 3)),
+        blur=u(0.4, 1.0),
+        grain=u(1.5, 4.0),
+        scene_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The parametric 68-point template
+# --------------------------------------------------------------------------------------------
+
+
+def _arc_resample(curve: np.ndarray, n: int) -> np.ndarray:
+    """``n`` points evenly spaced by arc length along a densely sampled polyline ``(K, D)``."""
+    seg = np.sqrt((np.diff(curve[:, :2], axis=0) ** 2).sum(1))
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    targets = np.linspace(0.0, s[-1], n)
+    return np.stack([np.interp(targets, s, curve[:, d]) for d in range(curve.shape[1])], axis=1)
+
+
+_JAW_T = np.linspace(0.0, math.pi, 91)
+
+
+def _jaw(p: IdentityParams, v: ViewParams) -> np.ndarray:
+    """Jaw 0-16: the lower half of a superellipse from ear to ear, resampled by arc length."""
+    c, s = np.cos(_JAW_T), np.abs(np.sin(_JAW_T))
+    e = 2.0 / p.jaw_square
+    y_ear = p.eye_y - 0.04
+    chin = p.face_length + 0.16 * v.mouth_open  # the jaw drops when the mouth opens
+    x = -p.face_width * np.sign(c) * np.abs(c) ** e
+    y = y_ear + (chin - y_ear) * s**e + p.chin_bump * np.exp(-(((_JAW_T - math.pi / 2) / 0.3) ** 2))
+    z = -0.05 + 0.5 * s**1.5  # ear ends on the silhouette, chin forward
+    return _arc_resample(np.stack([x, y, z], axis=1), 17)
+
+
+_EYE_F = np.array([1.0, 0.68, 0.32, 0.0, 0.32, 0.68])  # 0 inner corner .. 1 outer corner
+_EYE_UP = np.array([0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+_EYE_LO = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+_EYE_Z = np.array([0.08, 0.22, 0.25, 0.22, 0.22, 0.16])
+
+
+def _eye(p: IdentityParams, v: ViewParams, side: int, skew: float) -> np.ndarray:
+    """Six eye points (``side`` -1: image-left eye 36-41, +1: image-right eye 42-47).
+
+    iBUG order: 36 outer corner, 37-38 upper lid, 39 inner corner, 40-41 lower lid; the other
+    eye mirrors it (42 inner corner, 43-44 upper lid, 45 outer corner, 46-47 lower lid).
+    """
+    f = _EYE_F
+    h = p.eye_height * v.eye_open
+    x = side * (p.eye_gap + f * p.eye_width)
+    line = p.eye_y + skew - f * p.eye_tilt
+    y = line - _EYE_UP * 0.58 * h * (1 - (2 * f - 0.9) ** 2) + _EYE_LO * 0.42 * h * (1 - (2 * f - 1.05) ** 2)
+    pts = np.stack([x, y, _EYE_Z], axis=1)
+    return pts if side < 0 else pts[[3, 2, 1, 0, 5, 4]]
+
+
+def _brow(p: IdentityParams, v: ViewParams, side: int, skew: float) -> np.ndarray:
+    """Five brow points: 17-21 run outer to inner (image left), 22-26 inner to outer."""
+    f = np.linspace(1.0, 0.0, 5) if side < 0 else np.linspace(0.0, 1.0, 5)  # 0 inner .. 1 outer
+    inner = p.eye_gap + 0.02
+    outer = p.eye_gap + p.eye_width + 0.2
+    x = side * (inner + f * (outer - inner))
+    y = p.eye_y - p.brow_gap + skew - p.brow_arch * np.sin(math.pi * f**0.75) + 0.08 * f**2
+    y = y - v.brow_raise * (1.2 - 0.5 * f)
+    return np.stack([x, y, 0.36 - 0.3 * f], axis=1)
+
+
+def _nose(p: IdentityParams) -> np.ndarray:
+    """Nose 27-35: the bridge from between the eyes down to the tip, then the base wing to wing."""
+    bridge_y = np.linspace(p.eye_y - 0.08, p.nose_tip_y, 4)
+    base_y = p.nose_tip_y + 0.2
+    w = p.nose_width
+    return np.array(
+        [[0.0, bridge_y[0], 0.38], [0.0, bridge_y[1], 0.5], [0.0, bridge_y[2], 0.62],
+         [0.0, bridge_y[3], 0.76],
+         [-w, base_y - 0.06, 0.42], [-0.5 * w, base_y - 0.01, 0.5], [0.0, base_y, 0.55],
+         [0.5 * w, base_y - 0.01, 0.5], [w, base_y - 0.06, 0.42]]
+    )
+
+
+# normalised abscissae of the mouth points 48-67 (corner -1 .. 1 corner)
+_MOUTH_XI = np.array(
+    [-1, -0.62, -0.28, 0, 0.28, 0.62, 1.0,  # 48-54 upper outer, left to right
+     0.62, 0.28, 0, -0.28, -0.62,  # 55-59 lower outer, right to left
+     -0.86, -0.36, 0, 0.36, 0.86,  # 60-64 upper inner
+     0.36, 0, -0.36]  # 65-67 lower inner
+)
+_MOUTH_ROLE = np.array([0] * 7 + [1] * 5 + [4] + [2] * 3 + [4] + [3] * 3)  # 0 uo 1 lo 2 ui 3 li 4 line
+
+
+def _mouth(p: IdentityParams, v: ViewParams, skew: float) -> np.ndarray:
+    """Mouth 48-67 from lip profiles over the normalised abscissa ``xi`` in [-1, 1].
+
+    The lip line bends up at the corners with a smile; opening moves the lower lip (and the
+    jaw, in :func:`_jaw`) down and lifts the upper lip a little.
+    """
+    xi = _MOUTH_XI
+    mw = p.mouth_width * (1.0 + 0.12 * v.smile)
+    corner = p.mouth_y - 0.1 * v.smile + skew
+    opening = 0.32 * v.mouth_open
+    line = p.mouth_y + (corner - p.mouth_y) * xi**2
+    bulge = np.clip(1.0 - xi**2, 0.0, None) ** 0.6
+    upper_inner = line - 0.15 * opening * bulge
+    lower_inner = line + opening * bulge
+    upper_outer = upper_inner - p.upper_lip * bulge + p.cupid * np.exp(-((xi / 0.2) ** 2))
+    lower_outer = lower_inner + p.lower_lip * bulge
+    y = np.choose(_MOUTH_ROLE, [upper_outer, lower_outer, upper_inner, lower_inner, line])
+    return np.stack([xi * mw, y, 0.34 + 0.16 * (1 - xi**2)], axis=1)
+
+
+def landmarks_3d(identity: IdentityParams, view: ViewParams | None = None) -> np.ndarray:
+    """The 68 iBUG points in head units, ``(68, 3)`` ``(x, y, z)``, before pose and framing."""
+    v = view or ViewParams()
+    a = identity.asymmetry
+    return np.concatenate(
+        [
+            _jaw(identity, v),  # 0-16
+            _brow(identity, v, -1, a[0]),  # 17-21
+            _brow(identity, v, +1, a[1]),  # 22-26
+            _nose(identity),  # 27-35
+            _eye(identity, v, -1, a[2]),  # 36-41
+            _eye(identity, v, +1, a[3]),  # 42-47
+            _mouth(identity, v, a[4]),  # 48-67
+        ]
+    )
+
+
+def mean_shape() -> np.ndarray:
+    """The neutral frontal template ``(68, 2)`` in head units (all parameters at their defaults)."""
+    return landmarks_3d(IdentityParams())[:, :2].copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Pose and framing
+# --------------------------------------------------------------------------------------------
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """``R = Rz(roll) Ry(yaw) Rx(pitch)`` from degrees (x right, y down, z towards the camera)."""
+    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass
+class _Camera:
+    """Head units to pixels: rotate, project orthographically, scale, translate."""
+
+    rotation: np.ndarray  # (3, 3)
+    scale: float  # pixels per head unit
+    offset: np.ndarray  # (2,) pixels
+
+    def project(self, pts: np.ndarray) -> np.ndarray:
+        return (pts @ self.rotation.T)[..., :2] * self.scale + self.offset
+
+
+def _frame(lm3: np.ndarray, p: IdentityParams, v: ViewParams, size: int) -> _Camera:
+    """Frame like a face detector's crop: jaw width ``v.scale`` of the image, landmark box
+    centred a little below the middle; the scale shrinks until all landmarks are 3 % inside."""
+    rot = _rotation(v.yaw, v.pitch, v.roll)
+    xy = (lm3 @ rot.T)[:, :2]
+    centre = 0.5 * (xy.min(0) + xy.max(0))
+    target = np.array([0.5 + v.shift[0], 0.58 + v.shift[1]]) * size
+    scale = v.scale * size / (2.0 * p.face_width)
+    lo, hi = 0.03 * size, 0.97 * size - 1
+    for _ in range(30):
+        px = (xy - centre) * scale + target
+        if px.min() >= lo and px.max() <= hi:
+            break
+        scale *= 0.96
+    return _Camera(rot, scale, target - centre * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing helpers and noise tiles
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _catmull_rom_basis(n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    t2, t3 = t * t, t * t * t
+    return 0.5 * np.stack([-t3 + 2 * t2 - t, 3 * t3 - 5 * t2 + 2, -3 * t3 + 4 * t2 + t, t3 - t2], 1)
+
+
+def smooth_curve(points: np.ndarray, n: int = 5) -> np.ndarray:
+    """Open Catmull-Rom spline through ``points`` ``(K, 2)`` with ``n`` samples per segment."""
+    p = np.asarray(points, dtype=np.float64)
+    ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
+    ctrl = ext[np.arange(len(p) - 1)[:, None] + np.arange(4)]  # (segments, 4, 2)
+    out = np.einsum("tk,skd->std", _catmull_rom_basis(n), ctrl).reshape(-1, 2)
+    return np.concatenate([out, p[-1:]])
+
+
+def _fx(pts: np.ndarray) -> np.ndarray:
+    """Float pixel coordinates to cv2's fixed-point ``int32`` polygon."""
+    return (np.asarray(pts) * _ONE + 0.5).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _fill(img: np.ndarray, pts: np.ndarray, colour) -> None:
+    cv2.fillPoly(img, [_fx(pts)], colour, _AA, _SHIFT)
+
+
+def _stroke(img: np.ndarray, pts: np.ndarray, colour, thickness: float) -> None:
+    cv2.polylines(img, [_fx(pts)], False, colour, max(1, int(thickness + 0.5)), _AA, _SHIFT)
+
+
+def _ellipse(img: np.ndarray, centre, axes, angle: float, colour) -> None:
+    c = (int(centre[0] * _ONE + 0.5), int(centre[1] * _ONE + 0.5))
+    a = (max(1, int(axes[0] * _ONE + 0.5)), max(1, int(axes[1] * _ONE + 0.5)))
+    cv2.ellipse(img, c, a, angle, 0, 360, colour, -1, _AA, _SHIFT)
+
+
+def _mul(colour, k: float) -> Colour:
+    return _colour(np.asarray(colour) * k)
+
+
+def _mix(a, b, t: float) -> Colour:
+    return _colour((1.0 - t) * np.asarray(a) + t * np.asarray(b))
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    return math.degrees(math.atan2(b[1] - a[1], b[0] - a[0]))
+
+
+@lru_cache(maxsize=4)
+def _textures(tile: int) -> dict[str, np.ndarray]:
+    """Unit-variance noise tiles, made once per tile size from a fixed seed."""
+    rng = np.random.default_rng(20240611)
+    pores = cv2.GaussianBlur(rng.standard_normal((tile, tile), dtype=np.float32), (0, 0), 0.8)
+    blotch = cv2.resize(rng.standard_normal((tile // 12, tile // 12), dtype=np.float32),
+                        (tile, tile), interpolation=cv2.INTER_CUBIC)
+    skin = 0.5 * pores / pores.std() + blotch / blotch.std()
+    strands = cv2.GaussianBlur(rng.standard_normal((tile, tile), dtype=np.float32), (0, 0),
+                               sigmaX=0.7, sigmaY=5.0)
+    return {
+        "skin": skin / skin.std(),
+        "strands": strands / strands.std(),
+        "grain": rng.standard_normal((tile, tile, 3), dtype=np.float32),
+    }
+
+
+def _paste_clipped(img: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarray, np.ndarray], None]
+                   ) -> None:
+    """Run ``draw(layer, offset)`` on a copy of the box around polygon ``clip`` and blend the
+    copy back only inside the (anti-aliased) polygon: irises inside the lids, teeth in the mouth."""
+    h, w = img.shape[:2]
+    x0, y0 = np.maximum(np.floor(clip.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.ceil(clip.max(0)).astype(int) + 3
+    x1, y1 = min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = img[y0:y1, x0:x1]
+    layer = roi.copy()
+    off = np.array([x0, y0], dtype=np.float64)
+    draw(layer, off)
+    mask = np.zeros(roi.shape[:2], np.uint8)
+    _fill(mask, clip - off, 255)
+    a = mask.astype(np.float32)[..., None] * (1.0 / 255.0)
+    roi[:] = roi + a * (layer.astype(np.float32) - roi)
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry of the whole head
+# --------------------------------------------------------------------------------------------
+
+
+def _skull(p: IdentityParams, volume: float = 0.0, n: int = 24) -> np.ndarray:
+    """Top of the head: a half ellipse from the right ear over the crown to the left ear."""
+    phi = np.linspace(0.0, math.pi, n)
+    x = (p.face_width * 1.02 + volume) * np.cos(phi)
+    y = p.eye_y - 0.04 - (1.9 + volume) * np.sin(phi)
+    return np.stack([x, y, np.full(n, -0.1)], axis=1)
+
+
+def _hair(p: IdentityParams, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Hair in front of the head (a band from the hairline up over the crown, down over the ears
+    for long styles) and behind it (falling beside the neck), as head-unit polygons."""
+    style = p.hair_style
+    if style == "bald":
+        return None, None
+    w, cy, vol = p.face_width, p.eye_y - 0.04, p.hair_volume
+    outer = _skull(p, vol, 36)
+    if style == "curly":
+        phi = np.linspace(0, math.pi, 36)
+        bumps = rng.integers(9, 15)
+        outer[:, :2] *= 1.0 + 0.035 * np.sin(phi * bumps + rng.uniform(0, 6))[:, None]
+    hl, part = p.hairline, p.hair_part
+    if style == "bangs":
+        fringe = [[-0.8 * w, hl + 0.06], [0.25 * part, hl - 0.02], [0.8 * w, hl + 0.06]]
+    elif style == "side_part":
+        fringe = [[-0.7 * w, hl + 0.15 + 0.1 * part], [0.5 * part, hl - 0.05],
+                  [0.7 * w, hl + 0.15 - 0.1 * part]]
+    else:
+        fringe = [[-0.68 * w, hl + 0.14], [0.0, hl], [0.68 * w, hl + 0.14]]
+    ears_covered = style in ("long", "bob", "curly")
+    side_y = cy + (0.75 if ears_covered else -0.12)
+    side_x = w * (1.04 if ears_covered else 0.97)
+    inner = smooth_curve(np.array([[-side_x, side_y], [-0.96 * w, cy - 0.5]] + fringe
+                                  + [[0.96 * w, cy - 0.5], [side_x, side_y]]), 4)
+    inner = np.concatenate([inner, np.full((len(inner), 1), 0.2)], axis=1)
+    ends = []
+    if ears_covered:
+        ends = [[w + vol + 0.12, side_y + 0.05, -0.1]], [[-w - vol - 0.12, side_y + 0.05, -0.1]]
+        front = np.concatenate([ends[0], outer, ends[1], inner])
+    else:
+        front = np.concatenate([outer, inner])
+    back = None
+    if style in ("long", "bob", "curly") or (style == "side_part" and rng.random() < 0.4):
+        drop = {"long": 1.6 + rng.uniform(0, 1.0), "bob": 1.0, "curly": 1.0}.get(style, 1.3)
+        bw = w + vol + 0.15
+        back = np.array([[bw, cy, -0.5], [bw + 0.12, cy + drop, -0.5], [0.6 * w, cy + drop + 0.2, -0.5],
+                         [-0.6 * w, cy + drop + 0.2, -0.5], [-bw - 0.12, cy + drop, -0.5],
+                         [-bw, cy, -0.5]])
+        back = np.concatenate([_skull(p, vol + 0.04, 16)[::-1], back[::-1]])
+    return front, back
+
+
+@dataclass
+class _Geometry:
+    """Everything the renderer draws, in pixels."""
+
+    lm: np.ndarray  # (68, 2)
+    cam: _Camera
+    face: np.ndarray  # face fill polygon (jaw, then the skull)
+    hair_front: np.ndarray | None
+    hair_back: np.ndarray | None
+    neck: np.ndarray
+    shoulders: np.ndarray
+    ears: list[tuple[np.ndarray, np.ndarray]]  # (centre, half-axes)
+    irises: np.ndarray  # (2, 2) centres
+
+
+def _geometry(p: IdentityParams, v: ViewParams, size: int, rng: np.random.Generator) -> _Geometry:
+    lm3 = landmarks_3d(p, v)
+    cam = _frame(lm3, p, v, size)
+    proj = cam.project
+    w, cy = p.face_width, p.eye_y - 0.04
+    front, back = _hair(p, rng)
+    neck = np.array([[-0.58 * w, 0.2, -0.3], [-0.66 * w, 3.0, -0.3], [0.66 * w, 3.0, -0.3],
+                     [0.58 * w, 0.2, -0.3]])
+    a = np.linspace(0, math.pi, 16)
+    shoulders = np.stack([2.8 * np.cos(a), 1.5 - 0.45 * np.sin(a) ** 0.5, np.full(16, -0.6)], 1)
+    shoulders = np.concatenate([shoulders, [[-2.8, 4.0, -0.6], [2.8, 4.0, -0.6]]])
+    ears = [(proj(np.array([side * (w + 0.02), cy + 0.2, -0.35])),
+             np.array([0.13, 0.3]) * p.ear_size * cam.scale) for side in (-1, 1)]
+    irises = []
+    for eye in (lm3[36:42], lm3[42:48]):
+        c = 0.5 * (eye[0] + eye[3])
+        ew = abs(eye[3, 0] - eye[0, 0])
+        irises.append(c + np.array([v.gaze[0] * ew, v.gaze[1] * ew - 0.012, 0.05]))
+    return _Geometry(
+        lm=proj(lm3),
+        cam=cam,
+        face=proj(np.concatenate([lm3[:17], _skull(p)])),
+        hair_front=None if front is None else proj(front),
+        hair_back=None if back is None else proj(back),
+        neck=proj(neck),
+        shoulders=proj(shoulders),
+        ears=ears,
+        irises=proj(np.array(irises)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Painting the parts (full resolution, flat colours; light comes later)
+# --------------------------------------------------------------------------------------------
+
+
+def _background(v: ViewParams, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A defocused scene: a four-corner gradient and a few soft shapes, upsampled from 1/8."""
+    m = max(8, size // 8)
+    low = cv2.resize(np.array(v.background, np.float32).reshape(2, 2, 3), (m, m),
+                     interpolation=cv2.INTER_LINEAR)
+    mean = low.mean((0, 1))
+    for _ in range(int(rng.integers(0, 6))):
+        colour = _colour(mean + rng.normal(0.0, 45.0, 3))
+        c = rng.uniform(0, m, 2)
+        if rng.random() < 0.5:
+            _ellipse(low, c, rng.uniform(0.05, 0.25, 2) * m, float(rng.uniform(0, 180)), colour)
+        else:
+            d = rng.uniform(0.05, 0.5, 2) * m
+            _fill(low, np.array([c - d, [c[0] + d[0], c[1] - d[1]], c + d,
+                                 [c[0] - d[0], c[1] + d[1]]]), colour)
+    low = cv2.GaussianBlur(low, (0, 0), 0.7)
+    return cv2.resize(low.astype(np.uint8), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _paint_eye(img: np.ndarray, eye: np.ndarray, iris_c: np.ndarray, p: IdentityParams,
+               skin: Colour) -> None:
+    """Sclera, iris (limbal ring, pupil, catchlight) clipped to the lids, lid shadow, lid lines."""
+    upper = smooth_curve(eye[[0, 1, 2, 3]], 5)
+    lower = smooth_curve(eye[[3, 4, 5, 0]], 5)
+    poly = np.concatenate([upper, lower[1:-1]])
+    width = math.hypot(*(eye[3] - eye[0]))
+    r = 0.23 * width
+    th = max(1.0, 0.05 * width)
+    sclera = _mix((212, 204, 198), skin, 0.3)
+
+    def draw(layer: np.ndarray, off: np.ndarray) -> None:
+        _fill(layer, poly - off, sclera)
+        c = iris_c - off
+        _ellipse(layer, c, (r, r), 0, _mul(p.iris, 0.5))
+        _ellipse(layer, c, (0.82 * r, 0.82 * r), 0, p.iris)
+        _ellipse(layer, c, (0.36 * r, 0.36 * r), 0, (14, 12, 12))
+        _ellipse(layer, c + (0.3 * r, -0.35 * r), (0.14 * r, 0.14 * r), 0, (236, 236, 236))
+        _stroke(layer, upper - off, _mul(sclera, 0.45), 2.2 * th)  # shadow of the upper lid
+
+    _paste_clipped(img, poly, draw)
+    _stroke(img, upper - (0, 0.45 * (eye[2, 1] - eye[4, 1]) - 0.5), _mul(skin, 0.82), 0.6 * th)
+    _stroke(img, upper, (30, 22, 20), 1.3 * th)
+    _stroke(img, lower[1:-1], _mul(skin, 0.7), 0.6 * th)
+
+
+def _paint_brow(img: np.ndarray, brow: np.ndarray, thickness: float, colour: Colour) -> None:
+    """A band below the brow points (which trace its upper edge), tapering towards the tail."""
+    c = smooth_curve(brow, 4)
+    d = np.gradient(c, axis=0)
+    n = np.stack([-d[:, 1], d[:, 0]], 1)
+    n /= np.sqrt((n * n).sum(1, keepdims=True)) + 1e-9
+    n *= np.sign(n[:, 1].sum() + 1e-9)  # pointing down the face
+    inner_last = abs(brow[-1, 0] - brow[:, 0].mean()) < abs(brow[0, 0] - brow[:, 0].mean())
+    t = np.linspace(0.0, 1.0, len(c))[:, None]
+    taper = 0.35 + 0.65 * t if inner_last else 1.0 - 0.65 * t  # thick at the inner end
+    th = thickness * taper
+    _fill(img, np.concatenate([c - 0.2 * th * n, (c + 0.8 * th * n)[::-1]]), colour)
+
+
+def _paint_nose(img: np.ndarray, lm: np.ndarray, skin: Colour) -> None:
+    """Nostrils beside the columella and creases around the wings."""
+    w = math.hypot(*(lm[35] - lm[31]))
+    for wing, mid in ((31, 32), (35, 34)):
+        c = 0.55 * lm[mid] + 0.45 * lm[wing] - (0, 0.03 * w)
+        _ellipse(img, c, (0.16 * w, 0.065 * w), _angle(lm[wing], lm[mid]), _mul(skin, 0.36))
+        crease = np.array([lm[wing] - (0, 0.16 * w), lm[wing] + (0.02 * w * (mid - wing), 0),
+                           lm[mid] + (0, 0.02 * w)])
+        _stroke(img, smooth_curve(crease, 4), _mul(skin, 0.75), 0.035 * w)
+
+
+def _paint_mouth(img: np.ndarray, lm: np.ndarray, p: IdentityParams, v: ViewParams) -> None:
+    """Lips from the outer and inner lip polygons; an open mouth shows a dark inside and teeth."""
+    upper_out = smooth_curve(lm[48:55], 4)
+    lower_out = smooth_curve(lm[[54, 55, 56, 57, 58, 59, 48]], 4)
+    upper_in = smooth_curve(lm[[48, 60, 61, 62, 63, 64, 54]], 4)
+    lower_in = smooth_curve(lm[[54, 64, 65, 66, 67, 60, 48]], 4)
+    _fill(img, np.concatenate([upper_out, lower_out[1:-1]]), p.lip_colour)
+    _fill(img, np.concatenate([upper_out, upper_in[::-1][1:-1]]), _mul(p.lip_colour, 0.8))
+    width = math.hypot(*(lm[54] - lm[48]))
+    gap = math.hypot(*(lm[66] - lm[62]))
+    if gap > 0.04 * width:
+        inner = np.concatenate([upper_in, lower_in[1:-1]])
+        show_teeth = v.smile > 0.2 or gap > 0.12 * width
+
+        def draw(layer: np.ndarray, off: np.ndarray) -> None:
+            _fill(layer, inner - off, (50, 18, 22))
+            if show_teeth:
+                teeth = np.concatenate([upper_in, upper_in[::-1] + (0, 0.45 * gap)])
+                _fill(layer, teeth - off, (212, 204, 188))
+
+        _paste_clipped(img, inner, draw)
+    _stroke(img, upper_in, _mul(p.lip_colour, 0.42), 0.018 * width)
+
+
+def _beard(lm: np.ndarray) -> np.ndarray:
+    """Chin, jaw and upper-lip region: along the jaw, then back over the moustache."""
+    top = np.array([0.6 * lm[14] + 0.4 * lm[35], 0.5 * (lm[35] + lm[54]), 0.5 * (lm[33] + lm[51]),
+                    0.5 * (lm[31] + lm[48]), 0.6 * lm[2] + 0.4 * lm[31]])
+    return np.concatenate([lm[2:15], top])
+
+
+# --------------------------------------------------------------------------------------------
+# Light and texture (quarter resolution)
+# --------------------------------------------------------------------------------------------
+
+
+def _head_light(g: _Geometry, p: IdentityParams, v: ViewParams, m: int, k: float) -> np.ndarray:
+    """Lambert light (with wrap) on a head ellipsoid, intersected exactly along each pixel ray.
+
+    The ray through pixel ``(u, w)`` is ``R^T (u, w, t)`` in the head frame; the ellipsoid
+    ``(q - c)^T D (q - c) = 1`` gives a quadratic in ``t`` whose front root is the visible surface.
+    Rays that miss it (neck, hair beyond the skull) get the light of a camera-facing surface.
+    """
+    ys, xs = np.mgrid[0:m, 0:m].astype(np.float64)
+    u = ((xs + 0.5) / k - g.cam.offset[0]) / g.cam.scale
+    w = ((ys + 0.5) / k - g.cam.offset[1]) / g.cam.scale
+    rot = g.cam.rotation
+    centre = np.array([0.0, p.eye_y + 0.25, -0.3])
+    inv_r2 = 1.0 / np.array([p.face_width * 1.04, 1.6, 0.9]) ** 2
+    q0 = u[..., None] * rot[0] + w[..., None] * rot[1] - centre  # ray origins, head frame
+    d = rot[2]  # ray direction, head frame
+    a = float((d * d * inv_r2).sum())
+    b = (q0 * (d * inv_r2)).sum(-1)
+    c = (q0 * q0 * inv_r2).sum(-1) - 1.0
+    disc = b * b - a * c
+    t = (-b + np.sqrt(np.maximum(disc, 0.0))) / a
+    normal = ((q0 + t[..., None] * d) * inv_r2) @ rot.T  # camera frame
+    normal /= np.sqrt((normal * normal).sum(-1, keepdims=True)) + 1e-9
+    az, el = math.radians(v.light_azimuth), math.radians(v.light_elevation)
+    light = np.array([math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el)])
+    wrap = 0.3
+    diffuse = np.clip((normal @ light + wrap) / (1.0 + wrap), 0.0, 1.0)
+    diffuse = np.where(disc > 0, diffuse * (0.8 + 0.2 * normal[..., 2]), 0.7 * (light[2] + wrap) / (1 + wrap))
+    return v.ambient + (1.0 - v.ambient) * 1.15 * diffuse
+
+
+def _light_and_texture(g: _Geometry, p: IdentityParams, v: ViewParams, size: int) -> np.ndarray:
+    """``(m, m, 3)`` float32 maps at ``m = size / 4``: light multiplier, skin-texture amplitude,
+    hair-strand amplitude."""
+    m = max(16, size // 4)
+    k = m / size
+    lm = g.lm * k
+    s = g.cam.scale * k
+    person = np.zeros((m, m), np.float32)
+    for poly in (g.neck, g.face, g.hair_front, g.hair_back):
+        if poly is not None:
+            _fill(person, poly * k, 1.0)
+    # soft shadows (< 1) and highlights (> 1), multiplying the head light
+    occ = np.ones((m, m), np.float32)
+    jaw = lm[2:15]
+    _fill(occ, np.concatenate([jaw, jaw[::-1] + (0, 0.3 * s)]), 0.5)  # under the chin
+    _fill(occ, g.face * k, 1.0)
+    if g.hair_front is not None:
+        _fill(occ, g.hair_front * k + (0, 0.06 * s), 0.78)  # hair on the forehead
+    for eye, brow in ((lm[36:42], lm[17:22]), (lm[42:48], lm[22:27])):
+        ew = math.hypot(*(eye[3] - eye[0]))
+        c = eye.mean(0) * 0.65 + brow.mean(0) * 0.35
+        _ellipse(occ, c, (0.72 * ew, 0.42 * ew), _angle(eye[0], eye[3]), 0.74)
+    nw = math.hypot(*(lm[35] - lm[31]))
+    away = -1.0 if v.light_azimuth > 0 else 1.0  # the nose shades the side away from the light
+    side_dark = 0.92 - 0.22 * min(1.0, abs(v.light_azimuth) / 40.0)
+    bridge = lm[27:31]
+    _fill(occ, np.concatenate([bridge, bridge[::-1] + (away * 0.4 * nw, 0)]), side_dark)
+    _ellipse(occ, lm[33] + (0, 0.1 * nw), (0.55 * nw, 0.12 * nw), 0, 0.7)  # under the nose
+    _ellipse(occ, lm[57] + (0, 0.14 * nw), (0.45 * nw, 0.12 * nw), 0, 0.8)  # under the lip
+    for jaw_pt, mouth_pt in ((3, 48), (13, 54)):  # below the cheekbones
+        c = 0.55 * lm[jaw_pt] + 0.45 * lm[mouth_pt]
+        _ellipse(occ, c, (0.35 * nw, 0.6 * nw), 0, 0.93)
+    if v.smile > 0.3:  # nasolabial folds
+        for wing, corner in ((31, 48), (35, 54)):
+            out = math.copysign(0.2 * nw, lm[wing, 0] - lm[33, 0])
+            _stroke(occ, np.array([lm[wing] + (out, -0.1 * nw), lm[corner] + (0.5 * out, 0)]),
+                    0.82, 1)
+    _ellipse(occ, lm[30], (0.16 * nw, 0.12 * nw), 0, 1.14)  # nose tip
+    _ellipse(occ, 0.5 * (lm[21] + lm[22]) - (0, 0.7 * nw), (0.6 * nw, 0.35 * nw), 0, 1.07)
+    _ellipse(occ, lm[57] - (0, 0.1 * nw), (0.3 * nw, 0.05 * nw), 0, 1.12)  # lower lip
+    occ = cv2.GaussianBlur(occ, (0, 0), max(0.6, 1.0 * m / 64))
+    ys, xs = np.mgrid[0:m, 0:m].astype(np.float32) / m - 0.5
+    vignette = 1.0 - 0.35 * (xs * xs + ys * ys)
+    light = np.where(person > 0, _head_light(g, p, v, m, k) * occ, 1.0) * vignette * v.exposure
+    # texture amplitudes: skin mottling on skin, strands on hair, a little on everything
+    skin_amp = np.full((m, m), 0.015, np.float32)
+    hair_amp = np.zeros((m, m), np.float32)
+    if g.hair_back is not None:
+        _fill(hair_amp, g.hair_back * k, 0.22)
+    for poly in (g.neck, g.face):
+        _fill(skin_amp, poly * k, p.skin_texture)
+        _fill(hair_amp, poly * k, 0.0)
+    if p.beard > 0:
+        _fill(skin_amp, _beard(lm), 0.1 * p.beard)
+    if g.hair_front is not None:
+        _fill(hair_amp, g.hair_front * k, 0.22)
+        _fill(skin_amp, g.hair_front * k, 0.0)
+    return np.stack([light.astype(np.float32), skin_amp, hair_amp], -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def render(identity: IdentityParams, view: ViewParams, size: int = 256
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Render one face: ``(image (size, size, 3) uint8 RGB, landmarks (68, 2) float32 pixels)``."""
+    if size < 32:
+        raise ValueError(f"synthetic faces need size >= 32, got {size}")
+    p, v = identity, view
+    rng = np.random.default_rng(v.scene_seed)
+    g = _geometry(p, v, size, rng)
+    lm, skin = g.lm, p.skin
+    img = _background(v, size, rng)
+    if g.hair_back is not None:
+        _fill(img, g.hair_back, p.hair)
+    _fill(img, g.shoulders, v.clothes)
+    _fill(img, g.neck, _mul(skin, 0.9))
+    for c, ax in g.ears:
+        _ellipse(img, c, ax, v.roll, _mul(skin, 0.94))
+        _ellipse(img, c + (0, 0.05 * ax[1]), 0.55 * ax, v.roll, _mul(skin, 0.72))
+    _fill(img, g.face, skin)
+    if p.beard > 0:
+        _fill(img, _beard(lm), _mix(skin, p.hair, 0.3 + 0.5 * p.beard))
+    brow_colour = _mix(skin, p.brow_colour, 0.8)
+    for brow in (lm[17:22], lm[22:27]):
+        _paint_brow(img, brow, p.brow_thickness * g.cam.scale, brow_colour)
+    _paint_eye(img, lm[36:42], g.irises[0], p, skin)
+    _paint_eye(img, lm[42:48], g.irises[1], p, skin)
+    _paint_nose(img, lm, skin)
+    _paint_mouth(img, lm, p, v)
+    if g.hair_front is not None:
+        _fill(img, g.hair_front, p.hair if p.hair_style != "buzz" else _mix(skin, p.hair, 0.6))
+
+    # finish: light x (1 + texture), camera blur, white balance, sensor grain
+    maps = cv2.resize(_light_and_texture(g, p, v, size), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+    light, skin_amp, hair_amp = cv2.split(maps)
+    tiles = _textures(max(512, 1 << (2 * size - 1).bit_length()))
+    t = tiles["skin"].shape[0] - size
+    (ox, oy), (qx, qy) = rng.integers(0, t, (2, 2)).tolist()
+    a = np.s_[oy : oy + size, ox : ox + size]
+    b = np.s_[qy : qy + size, qx : qx + size]
+    gain = light * (1.0 + skin_amp * tiles["skin"][a] + hair_amp * tiles["strands"][b])
+    wb = v.white_balance
+    out = cv2.multiply(img, cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]]), dtype=cv2.CV_32F)
+    sigma = v.blur * size / 256.0
+    if sigma > 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    out += tiles["grain"][b] * v.grain
+    return np.clip(out, 0, 255, out=out).astype(np.uint8), lm.astype(np.float32)
+
+
+def render_face(rng_or_seed: np.random.Generator | int, size: int = 256, identity: int = 0,
+                name: str | None = None) -> Face:
+    """Draw a person and a view from ``rng_or_seed`` and render them as a :class:`Face`.
+
+    The sampled parameters are kept in ``face.meta`` (``"identity_params"``, ``"view_params"``).
+    """
+    rng = np.random.default_rng(rng_or_seed)
+    p = sample_identity(rng)
+    v = sample_view(rng)
+    image, lm = render(p, v, size)
+    return Face(image, lm, identity, name or f"synthetic/{identity}",
+                meta={"identity_params": asdict(p), "view_params": asdict(v)})
+
+
+class SyntheticFaces:
+    """A :class:`~dfattn.data.faces.FaceSource` of ``n`` synthetic faces.
+
+    Face ``i`` shows identity ``first_identity + i // views`` in view ``i % views``. The person
+    depends only on ``(seed, identity)`` and the picture only on ``(seed, identity, view)``, so
+    faces can be read in any order, by any worker, and come out byte-identical. For disjoint
+    train / val / test people give each split its own ``first_identity`` range (a different
+    ``seed`` also gives different people, but then identity numbers may repeat).
+
+    Args:
+        n: number of faces.
+        size: square image side in pixels.
+        seed: base seed.
+        first_identity: identity number of face 0.
+        views: pictures per identity (each with its own pose, expression, light and scene).
+    """
+
+    def __init__(self, n: int, size: int = 256, seed: int = 0, first_identity: int = 0,
+                 views: int = 1):
+        if n < 0 or views < 1 or size < 32:
+            raise ValueError(f"need n >= 0, views >= 1, size >= 32; got {n}, {views}, {size}")
+        self.n, self.size, self.seed = int(n), int(size), int(seed)
+        self.first_identity, self.views = int(first_identity), int(views)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return (f"SyntheticFaces(n={self.n}, size={self.size}, seed={self.seed}, "
+                f"first_identity={self.first_identity}, views={self.views})")
+
+    def identity_view(self, i: int) -> tuple[int, int]:
+        """``(identity, view)`` of face ``i``."""
+        if not -self.n <= i < self.n:
+            raise IndexError(f"face {i} out of range for {self!r}")
+        i %= self.n
+        return self.first_identity + i // self.views, i % self.views
+
+    def sample(self, i: int) -> tuple[IdentityParams, ViewParams]:
+        """The parameters of face ``i``."""
+        identity, view = self.identity_view(i)
+        p = sample_identity(np.random.default_rng([self.seed, identity, 0]))
+        v = sample_view(np.random.default_rng([self.seed, identity, 1, view]))
+        return p, v
+
+    def params(self, i: int) -> dict:
+        """Face ``i``'s parameters as one flat dict (identity fields, then view fields)."""
+        p, v = self.sample(i)
+        return {**asdict(p), **asdict(v)}
+
+    def __getitem__(self, i: int) -> Face:
+        identity, view = self.identity_view(i)
+        image, lm = render(*self.sample(i), self.size)
+        return Face(image, lm, identity, f"synthetic/{self.seed}/{identity}/{view}")
