@@ -28,12 +28,13 @@ book-mathjax: $(MATHJAX_READY)
 
 # A clean build each time: Sphinx re-reports warnings only for the pages it rebuilds.
 book-html: $(STAMP) $(MATHJAX_READY)
-	rm -rf _build/html _build/.doctrees
+	rm -rf _build/html _build/.doctrees _build/jupyter_execute
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
 book-check: book-html
 	if [ ! -x "$(CHROMIUM)" ]; then
 	  echo "book-check: $(CHROMIUM) not found; installing Debian's chromium with apt-get"
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation; } \
+	    || { echo "book-check: could not install chromium (apt-get needs root); install it, or set CHROMIUM=/path/to/chrome" >&2; exit 1; }
 	fi
 	$(PY) tools/browser_check.py _build/html --toc _toc.yml --chromium $(CHROMIUM) --screenshots _build/screenshots

@@ -233,6 +233,21 @@ def link_problems(links: list[str], base_url: str, html_root: Path) -> list[str]
     return problems
 
 
+def site_problems(html_root: Path, toc: Path | None) -> list[str]:
+    """Problems of the site as a whole: a ``_toc.yml`` entry without its HTML page, and a root
+    ``index.html`` that redirects to a missing page."""
+    problems = []
+    if toc is not None:
+        for name in toc_docnames(toc):
+            if not (html_root / f"{name}.html").is_file():
+                problems.append(f"{toc}: entry {name!r} has no page {name}.html")
+    index = html_root / "index.html"
+    target = redirect_target(index) if index.is_file() else None
+    if target is not None and not (html_root / unquote(target.split("#")[0])).is_file():
+        problems.append(f"index.html redirects to a missing page: {target}")
+    return problems
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -256,7 +271,8 @@ def check_page(context, base_url: str, html_root: Path, rel: str, shots: Path | 
     """Open one page in a new tab of ``context`` and collect its problems."""
     report = PageReport(rel)
     problems = report.problems
-    blocked: set[str] = set()
+    blocked: set[str] = set()  # URLs already reported (remote, HTTP error or failed)
+    load_errors: list[str] = []
     start = time.perf_counter()
     page = context.new_page()
 
@@ -271,15 +287,20 @@ def check_page(context, base_url: str, html_root: Path, rel: str, shots: Path | 
 
     def on_response(response) -> None:
         if response.status >= 400:
+            blocked.add(response.url)
             problems.append(f"HTTP {response.status}: {response.url}")
 
     def on_failed(request) -> None:
         if request.url not in blocked:
+            blocked.add(request.url)
             problems.append(f"request failed ({request.failure}): {request.url}")
 
     def on_console(message) -> None:
         if message.type == "error":
-            problems.append(f"console error: {message.text}")
+            # Chromium echoes each failed load as "Failed to load resource"; it is reported only
+            # when no request event explains it
+            echo = message.text.startswith("Failed to load resource")
+            (load_errors if echo else problems).append(f"console error: {message.text}")
 
     page.route("**/*", on_route)
     page.on("response", on_response)
@@ -315,6 +336,8 @@ def check_page(context, base_url: str, html_root: Path, rel: str, shots: Path | 
         problems.append(f"check failed: {type(error).__name__}: {str(error).splitlines()[0]}")
     finally:
         page.close()
+    if load_errors and not blocked:
+        problems += load_errors
     report.seconds = time.perf_counter() - start
     return report
 
@@ -326,14 +349,7 @@ def run_checks(html_root: Path, chromium: str, shots: Path | None, toc: Path | N
     if not (html_root / "index.html").is_file():
         raise SystemExit(f"browser check: {html_root}/index.html not found: build the book first")
     pages = book_pages(html_root)
-    extra: list[str] = []
-    if toc is not None:
-        for name in toc_docnames(toc):
-            if not (html_root / f"{name}.html").is_file():
-                extra.append(f"{toc}: entry {name!r} has no page {name}.html")
-    target = redirect_target(html_root / "index.html")
-    if target is not None and not (html_root / unquote(target.split("#")[0])).is_file():
-        extra.append(f"index.html redirects to a missing page: {target}")
+    extra = site_problems(html_root, toc)
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
         for old in shots.glob("*.png"):

@@ -1,6 +1,6 @@
-"""Held-out manipulations change exactly what their masks say; degradations behave as their names say."""
+"""Held-out manipulations change exactly what their masks say; degradations do what they say."""
 
-import os
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -10,6 +10,7 @@ from dfattn.data.faces import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, Face, FaceList
 from dfattn.data.manipulations import (
     DEGRADATIONS,
     FAMILIES,
+    REGIONS,
     Manipulation,
     apply_family,
     degrade,
@@ -34,7 +35,7 @@ REGION_POINTS = {"eyes": RIGHT_EYE + LEFT_EYE, "nose": NOSE, "mouth": MOUTH}
 @pytest.fixture(scope="module")
 def faces() -> list[Face]:
     """Six faces of six identities, with exact landmarks."""
-    source = SyntheticFaces(6, size=SIZE, seed=int(os.environ.get("DFATTN_TEST_SEED", 0)))
+    source = SyntheticFaces(6, size=SIZE, seed=0)
     return [source[i] for i in range(len(source))]
 
 
@@ -80,20 +81,32 @@ def test_region_swap_mask_holds_its_region_and_no_other(faces, region, seed):
     out = region_swap(target, faces[seed + 1], np.random.default_rng(seed), region=region)
     assert out.params["region"] == region
     assert (_at(out.mask, target.landmarks[list(REGION_POINTS[region])]) > 0).all()
-    others = [i for name, idx in REGION_POINTS.items() if name != region for i in idx]
-    assert (_at(out.mask, target.landmarks[others]) == 0).all()
+    others = target.landmarks[
+        [i for name, idx in REGION_POINTS.items() if name != region for i in idx]
+    ]
+    # Landmarks of other regions closer than 2 px to a part (a turned head) cannot be told apart.
+    hulls = [cv2.convexHull(target.landmarks[list(part)])[:, 0] for part in REGIONS[region]]
+    far = [
+        min(-cv2.pointPolygonTest(h, (float(x), float(y)), True) for h in hulls) > 2
+        for x, y in others
+    ]
+    assert np.mean(far) > 0.9
+    assert (_at(out.mask, others[far]) == 0).all()
 
 
-def test_region_swap_pastes_the_donor_region(faces):
-    """Inside a hard-edged mouth paste, the image is the donor's mouth, not the target's."""
-    target = faces[0]
-    donor = Face(255 - faces[1].image, faces[1].landmarks, 1, "negative")  # colours unlike any target
-    out = region_swap(target, donor, np.random.default_rng(0), "mouth", feather=0.0, brightness_match=False)
+def test_region_swap_pastes_the_aligned_donor_region(faces):
+    """A hard-edged mouth paste is the donor moved by the similarity of the outer lips, as is."""
+    target, donor = faces[0], faces[1]
+    out = region_swap(
+        target, donor, np.random.default_rng(0), "mouth", feather=0.0, brightness_match=False
+    )
     assert set(np.unique(out.mask)) == {0.0, 1.0}
-    inner_lips = list(range(60, 68))
-    got = _at(out.image, target.landmarks[inner_lips]).astype(int)
-    assert np.abs(got - _at(donor.image, donor.landmarks[inner_lips])).mean() < 15
-    assert np.abs(got - _at(target.image, target.landmarks[inner_lips])).mean() > 60
+    lips = list(REGIONS["mouth"][0])
+    to_target = similarity_transform(donor.landmarks[lips], target.landmarks[lips])
+    moved = cv2.warpAffine(donor.image, to_target, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT_101)
+    inside = out.mask == 1
+    assert np.array_equal(out.image[inside], moved[inside])
+    assert (out.image[inside] != target.image[inside]).any(axis=1).mean() > 0.5
 
 
 @pytest.mark.parametrize("family", ["face_swap", "region_swap", "poisson_swap"])
@@ -106,7 +119,9 @@ def test_donor_must_be_another_identity(faces, family):
 
 
 def test_pick_donor_returns_another_identity(faces):
-    source = FaceList([Face(f.image, f.landmarks, identity=0 if i < 4 else 7) for i, f in enumerate(faces)])
+    source = FaceList(
+        [Face(f.image, f.landmarks, identity=0 if i < 4 else 7) for i, f in enumerate(faces)]
+    )
     rng = np.random.default_rng(0)
     assert all(pick_donor(source, i, rng).identity == 7 for i in range(4))
     assert all(pick_donor(source, 4, rng, candidates=3).identity == 0 for _ in range(5))
@@ -129,7 +144,9 @@ def test_same_seed_same_bytes(faces, family):
     b = apply_family(family, faces[2], faces[3], np.random.default_rng(7))
     assert a.image.tobytes() == b.image.tobytes() and a.mask.tobytes() == b.mask.tobytes()
     assert a.params == b.params
-    draws = [apply_family(family, faces[2], faces[3], np.random.default_rng(s)).params for s in range(3)]
+    draws = [
+        apply_family(family, faces[2], faces[3], np.random.default_rng(s)).params for s in range(3)
+    ]
     assert draws[0] != draws[1] or draws[1] != draws[2]
 
 
@@ -154,34 +171,48 @@ def test_similarity_transform_recovers_a_known_one():
     np.testing.assert_allclose(similarity_transform(src, dst), rot90_x2, atol=1e-9)
 
 
-def test_piecewise_warp_puts_donor_landmarks_on_target_landmarks(faces):
-    """A donor whose pixels store their own coordinates reads back its landmark at each target landmark."""
-    target, donor = faces[0], faces[1]
+def test_piecewise_warp_reproduces_an_affine_deformation(faces):
+    """Landmarks moved by an affine map (with shear) are followed exactly by the piecewise warp.
+
+    Every triangle then carries the same affine map, so each pixel of the target hull must read the
+    donor pixel that the inverse map gives; one similarity cannot follow the shear.
+    """
+    donor = faces[1]
     ys, xs = np.mgrid[0:SIZE, 0:SIZE]
-    coords = np.stack([xs * 2, ys * 2, np.zeros_like(xs)], -1).astype(np.uint8)  # 2 levels per pixel
-    warped = warp_to_landmarks(Face(coords, donor.landmarks, 1), target.landmarks, (SIZE, SIZE))
-    read = _at(warped[..., 0], target.landmarks), _at(warped[..., 1], target.landmarks)
-    got = np.stack(read, 1) / 2.0
-    # Rounding the target landmark to a pixel moves the read-out by at most ~0.7 px times the local scale.
-    assert np.abs(got - donor.landmarks).max() < 2.0
+    # A donor whose red and green values are its own x and y, two grey levels per pixel.
+    coords = np.stack([xs * 2, ys * 2, np.zeros_like(xs)], -1).astype(np.uint8)
+    shear = np.array([[1.1, 0.15], [-0.05, 0.9]])
+    offset = np.array([-8.0, 4.0])
+    target = donor.landmarks @ shear.T + offset
+    hull = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.round(target).astype(np.int32)), 1)
+    inside = cv2.erode(hull, np.ones((3, 3), np.uint8)).astype(bool)
+    pixels = np.stack([xs[inside], ys[inside]], 1).astype(np.float64)
+    expected = (pixels - offset) @ np.linalg.inv(shear).T  # donor (x, y) of each target pixel
+    errors = {}
+    for method in ("piecewise", "similarity"):
+        warped = warp_to_landmarks(Face(coords, donor.landmarks, 1), target, (SIZE, SIZE), method)
+        errors[method] = np.abs(warped[inside][:, :2] / 2.0 - expected).max()
+    assert errors["piecewise"] <= 0.35  # 0.25 from coding coordinates in steps of half a pixel
+    assert errors["similarity"] > 2.0
 
 
 def test_poisson_clone_of_a_face_onto_itself_changes_almost_nothing(faces):
-    """The clone is placed where the mask is (no off-by-one shift): cloning the same face is a no-op."""
+    """The clone lands where its mask is (no off-by-one shift): a face cloned onto itself stays."""
     target = faces[0]
     itself = Face(target.image, target.landmarks, identity=99, name="itself")
     out = apply_family("poisson_swap", target, itself, np.random.default_rng(0), warp="piecewise")
-    diff = np.abs(out.image.astype(int) - target.image)
-    assert diff.mean() < 0.5
+    diff = np.abs(out.image.astype(int) - target.image).max(axis=2)[out.mask > 0]
+    assert np.percentile(diff, 99) <= 1  # the solver's rounding; off by one pixel gives tens
 
 
-def _periodic_peak_ratio(image: np.ndarray, centre: np.ndarray, n: int = 32) -> float:
+def _periodic_peak_ratio(image: np.ndarray, centre: tuple[int, int], n: int) -> float:
     """Power at the upsampling frequencies (multiples of n/4) over the rest of the high band.
 
     On the high-pass residual (image minus a Gaussian blur) of an ``n x n`` grey window.
     """
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    x, y = np.round(centre).astype(int) - n // 2
+    x, y = centre[0] - n // 2, centre[1] - n // 2
     residual = (grey - cv2.GaussianBlur(grey, (0, 0), 2))[y : y + n, x : x + n]
     power = np.abs(np.fft.fft2(residual - residual.mean())) ** 2
     kx, ky = np.meshgrid(np.fft.fftfreq(n) * n, np.fft.fftfreq(n) * n)
@@ -193,19 +224,21 @@ def _periodic_peak_ratio(image: np.ndarray, centre: np.ndarray, n: int = 32) -> 
 @pytest.mark.parametrize("seed", range(3))
 def test_upsampler_leaves_peaks_at_the_upsampling_frequencies(faces, seed):
     face = faces[seed]
-    nose_tip = face.landmarks[30]
     out = upsampler_resynthesis(face, None, np.random.default_rng(seed), region="face")
-    window = out.mask[int(nose_tip[1]) - 16 : int(nose_tip[1]) + 16, int(nose_tip[0]) - 16 : int(nose_tip[0]) + 16]
-    assert window.min() > 0.999  # the measured window is fully re-synthesised
-    original = _periodic_peak_ratio(face.image, nose_tip)
-    fake = _periodic_peak_ratio(out.image, nose_tip)
+    # Measure in the largest square that is fully re-synthesised (chessboard distance to the rest).
+    inside = cv2.distanceTransform((out.mask > 0.999).astype(np.uint8), cv2.DIST_C, 3)
+    y, x = np.unravel_index(inside.argmax(), inside.shape)
+    n = min(32, int(2 * (inside.max() - 1)) // 8 * 8)
+    assert n >= 16
+    original = _periodic_peak_ratio(face.image, (x, y), n)
+    fake = _periodic_peak_ratio(out.image, (x, y), n)
     # A clean bilinear upsampler (even kernel overlap, no periodic tile) leaves no such peaks.
-    clean = _periodic_peak_ratio(resynthesise(face.image, 4, strength=0.0, peak=0.0), nose_tip)
+    clean = _periodic_peak_ratio(resynthesise(face.image, 4, strength=0.0, peak=0.0), (x, y), n)
     assert fake > 5 * max(original, clean)
 
 
 def test_checkerboard_kernel_has_uneven_phase_gains():
-    """On a flat image the transposed convolution prints a period-2 pattern; the bilinear one does not."""
+    """On a flat image the checkerboard kernel prints a period-2 pattern, the bilinear one none."""
     flat = np.full((32, 32, 3), 128, np.uint8)
     assert np.array_equal(resynthesise(flat, 4, strength=0.0, peak=0.0), flat)
     stripes = resynthesise(flat, 2, strength=1.0, peak=0.0)[..., 0].astype(int)
@@ -246,12 +279,12 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 def test_lower_jpeg_quality_larger_error(faces):
     image = faces[0].image
     errors = [_mse(jpeg(image, q), image) for q in DEGRADATIONS["jpeg"].grid]
-    assert all(e1 < e2 for e1, e2 in zip(errors, errors[1:])), errors
+    assert all(e1 < e2 for e1, e2 in pairwise(errors)), errors
     assert errors[0] > 0
 
 
 def test_jpeg_keeps_colours_in_place():
-    """RGB in, RGB out (OpenCV encodes BGR): a pure red stays red."""
+    """RGB in, RGB out (OpenCV encodes BGR): a red image stays red."""
     red = np.zeros((16, 16, 3), np.uint8)
     red[..., 0] = 200
     out = jpeg(red, 90).astype(int)
@@ -267,24 +300,24 @@ def test_blur_removes_high_frequencies(faces):
     image = faces[1].image
     energy = [_high_frequency_energy(image)]
     energy += [_high_frequency_energy(gaussian_blur(image, s)) for s in DEGRADATIONS["blur"].grid]
-    assert all(e1 > e2 for e1, e2 in zip(energy, energy[1:])), energy
+    assert all(e1 > e2 for e1, e2 in pairwise(energy)), energy
     assert np.array_equal(gaussian_blur(image, 0), image)
 
 
 @pytest.mark.parametrize("std", [2.0, 5.0, 10.0, 20.0])
 def test_noise_std_is_as_requested(std):
-    grey = np.full((128, 128, 3), 128, np.uint8)  # far from 0 and 255: no clipping at 20 * 6 sigma
+    grey = np.full((128, 128, 3), 128, np.uint8)  # 128 +- 6 sigma stays in [0, 255]: no clipping
     noise = gaussian_noise(grey, std, np.random.default_rng(0)).astype(np.float64) - 128
     expected = np.sqrt(std**2 + 1 / 12)  # rounding to integers adds uniform noise of variance 1/12
     assert noise.std() == pytest.approx(expected, rel=0.03)
-    assert abs(noise.mean()) < 0.1
+    assert abs(noise.mean()) < 4 * expected / np.sqrt(noise.size)  # zero mean, to 4 standard errors
 
 
 def test_downscale(faces):
     image = faces[0].image
     assert np.array_equal(downscale(image, 1.0), image)
     errors = [_mse(downscale(image, f), image) for f in DEGRADATIONS["downscale"].grid]
-    assert all(e1 < e2 for e1, e2 in zip(errors, errors[1:])), errors
+    assert all(e1 < e2 for e1, e2 in pairwise(errors)), errors
     with pytest.raises(ValueError, match="factor"):
         downscale(image, 1.5)
 

@@ -4,5 +4,24 @@ Never imports :mod:`dfattn.models`.
 """
 
 from dfattn.data.faces import Face, FaceList, FaceSource, flip_landmarks
+from dfattn.data.manipulations import (
+    DEGRADATIONS,
+    FAMILIES,
+    Manipulation,
+    apply_family,
+    degrade,
+    pick_donor,
+)
 
-__all__ = ["Face", "FaceList", "FaceSource", "flip_landmarks"]
+__all__ = [
+    "Face",
+    "FaceList",
+    "FaceSource",
+    "flip_landmarks",
+    "DEGRADATIONS",
+    "FAMILIES",
+    "Manipulation",
+    "apply_family",
+    "degrade",
+    "pick_donor",
+]

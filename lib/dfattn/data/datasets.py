@@ -18,7 +18,7 @@ every batch is balanced and each fake has its real twin); :func:`collate_pairs` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import albumentations as A
 import cv2
@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from dfattn.data.blending import SBIConfig, blend_images, self_blend
 from dfattn.data.faces import Face, FaceSource, flip_landmarks
-from dfattn.data.manipulations import DEGRADATIONS, FAMILIES, apply_family
+from dfattn.data.manipulations import DEGRADATIONS, FAMILIES, apply_family, degrade, pick_donor
 from dfattn.data.targets import laanet_targets
 
 Item = dict[str, torch.Tensor]
@@ -58,7 +58,7 @@ def _to_image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
-def _to_mask_tensor(mask: np.ndarray | None, size: int, like: np.ndarray) -> torch.Tensor:
+def _to_mask_tensor(mask: np.ndarray | None, size: int) -> torch.Tensor:
     if mask is None:
         return torch.zeros(1, size, size)
     if mask.shape[0] != size or mask.shape[1] != size:
@@ -148,7 +148,7 @@ class PseudoFakePairs(Dataset):
         return {
             "image": torch.stack([_to_image_tensor(real, S), _to_image_tensor(fake, S)]),
             "label": torch.tensor([0.0, 1.0]),
-            "mask": torch.stack([torch.zeros(1, S, S), _to_mask_tensor(mask, S, fake)]),
+            "mask": torch.stack([torch.zeros(1, S, S), _to_mask_tensor(mask, S)]),
             "heatmap": torch.stack([zeros, heatmap]),
             "consistency": torch.stack([zeros, consistency]),
             "index": torch.tensor([index, index]),
@@ -167,8 +167,12 @@ class Degradation:
     name: str
     strength: float
 
+    def __post_init__(self) -> None:
+        if self.name not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {self.name!r}; known: {sorted(DEGRADATIONS)}")
+
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return DEGRADATIONS[self.name](image, self.strength, rng)
+        return degrade(image, self.name, self.strength, rng)
 
     def __str__(self) -> str:
         return f"{self.name}={self.strength:g}"
@@ -215,7 +219,7 @@ class ManipulationBenchmark(Dataset):
         if slot == 0:
             image, mask = face.image, None
         else:
-            donor = self.faces[_donor_index(face_index, len(self.faces), rng)]
+            donor = pick_donor(self.faces, face_index, rng)
             result = apply_family(self.families[slot - 1], face, donor, rng)
             image, mask = result.image, result.mask
         if self.degradation is not None:
@@ -224,16 +228,10 @@ class ManipulationBenchmark(Dataset):
         return {
             "image": _to_image_tensor(image, S),
             "label": torch.tensor(float(slot > 0)),
-            "mask": _to_mask_tensor(mask, S, image),
+            "mask": _to_mask_tensor(mask, S),
             "family": torch.tensor(slot),
             "index": torch.tensor(face_index),
         }
-
-
-def _donor_index(index: int, n: int, rng: np.random.Generator) -> int:
-    if n < 2:
-        raise ValueError("a manipulation benchmark needs at least two faces (donor of another identity)")
-    return int((index + 1 + rng.integers(n - 1)) % n)
 
 
 def worker_init(worker_id: int) -> None:

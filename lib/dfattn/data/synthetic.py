@@ -72,10 +72,14 @@ _IRIS_COLOURS = np.array(
     dtype=np.float64,
 )
 _IRIS_WEIGHTS = np.array([0.34, 0.26, 0.12, 0.09, 0.12, 0.07])
+_HAIR_STYLE_CUM, _HAIR_CUM, _IRIS_CUM = (
+    np.cumsum(w) for w in (_HAIR_STYLE_WEIGHTS, _HAIR_WEIGHTS, _IRIS_WEIGHTS)
+)
 
 _SHIFT = 4  # fixed-point fraction bits for sub-pixel cv2 drawing
 _ONE = float(1 << _SHIFT)
 _AA = cv2.LINE_AA
+_KERNEL3 = np.ones((3, 3), np.uint8)
 Colour = tuple[float, float, float]
 
 
@@ -100,7 +104,7 @@ class IdentityParams:
     brow_gap: float = 0.3  # brow base above the eye line
     brow_arch: float = 0.1
     brow_thickness: float = 0.08
-    nose_tip_y: float = -0.08
+    nose_tip_y: float = -0.03
     nose_width: float = 0.21  # half-width at the wings (31, 35)
     mouth_y: float = 0.5
     mouth_width: float = 0.42  # half-width, corner to centre
@@ -110,6 +114,7 @@ class IdentityParams:
     asymmetry: tuple[float, ...] = (0.0,) * 5  # brows (2), eyes (2), mouth corner line
     skin: Colour = (224.0, 174.0, 138.0)
     skin_texture: float = 0.025  # relative amplitude of the skin mottling
+    redness: float = 0.5  # flush of cheeks and nose, 0..1
     lip_colour: Colour = (184.0, 108.0, 100.0)
     hair: Colour = (38.0, 28.0, 22.0)
     brow_colour: Colour = (38.0, 28.0, 22.0)
@@ -148,8 +153,15 @@ class ViewParams:
     scene_seed: int = 0  # background shapes, hair wobble, texture offsets
 
 
-def _colour(c: np.ndarray) -> Colour:
-    return tuple(np.clip(c, 0.0, 255.0).tolist())  # type: ignore[return-value]
+def _colour(c) -> Colour:
+    """An RGB triple as cv2 wants it: a tuple of floats clamped to [0, 255]."""
+    r, g, b = np.asarray(c, dtype=np.float64).tolist()
+    return (min(max(r, 0.0), 255.0), min(max(g, 0.0), 255.0), min(max(b, 0.0), 255.0))
+
+
+def _pick(rng: np.random.Generator, cumulative: np.ndarray) -> int:
+    """Index drawn with the probabilities whose running sum is ``cumulative``."""
+    return min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(cumulative) - 1)
 
 
 def sample_identity(rng: np.random.Generator) -> IdentityParams:
@@ -163,14 +175,14 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
     lip = skin * np.array([0.84, 0.62, 0.64]) * u(0.82, 0.98)
     if rng.random() < 0.12:  # lipstick
         lip = 0.45 * lip + 0.55 * np.array([u(140, 190), u(30, 60), u(45, 80)])
-    style = str(rng.choice(HAIR_STYLES, p=_HAIR_STYLE_WEIGHTS))
-    hair = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)] * u(0.85, 1.15)
+    style = HAIR_STYLES[_pick(rng, _HAIR_STYLE_CUM)]
+    hair = _HAIR_COLOURS[_pick(rng, _HAIR_CUM)] * u(0.85, 1.15)
     dark = _HAIR_COLOURS[rng.integers(0, 4)] * u(0.8, 1.2)
     brow = hair * u(0.65, 0.95) if hair.mean() < 150 and style != "bald" else dark
     long_ = style in ("long", "bob", "curly")
     return IdentityParams(
         face_width=u(0.93, 1.07),
-        face_length=u(0.9, 1.1),
+        face_length=u(0.95, 1.17),
         jaw_square=u(1.9, 3.0),
         chin_bump=u(0.0, 0.07),
         eye_y=u(-0.66, -0.56),
@@ -181,7 +193,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
         brow_gap=u(0.26, 0.36),
         brow_arch=u(0.04, 0.13),
         brow_thickness=u(0.06, 0.11),
-        nose_tip_y=u(-0.15, 0.0),
+        nose_tip_y=u(-0.1, 0.04),
         nose_width=u(0.17, 0.27),
         mouth_y=u(0.44, 0.56),
         mouth_width=u(0.34, 0.46),
@@ -191,6 +203,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
         asymmetry=tuple(rng.normal(0.0, 0.012, 5).tolist()),
         skin=_colour(skin),
         skin_texture=u(0.015, 0.04),
+        redness=u(0.0, 1.0),
         lip_colour=_colour(lip),
         hair=_colour(hair),
         brow_colour=_colour(brow),
@@ -198,7 +211,7 @@ def sample_identity(rng: np.random.Generator) -> IdentityParams:
         hair_volume=u(0.25, 0.5) if style == "curly" else u(0.05, 0.18) + 0.08 * long_,
         hairline=u(-1.32, -1.2) if style == "bangs" else u(-1.85, -1.5),
         hair_part=u(-1.0, 1.0),
-        iris=_colour(_IRIS_COLOURS[rng.choice(len(_IRIS_COLOURS), p=_IRIS_WEIGHTS)] * u(0.85, 1.15)),
+        iris=_colour(_IRIS_COLOURS[_pick(rng, _IRIS_CUM)] * u(0.85, 1.15)),
         beard=u(0.3, 1.0) if rng.random() < 0.15 else 0.0,
         ear_size=u(0.85, 1.15),
     )
@@ -217,7 +230,7 @@ def sample_view(rng: np.random.Generator) -> ViewParams:
         yaw=float(np.clip(rng.normal(0, 11), -25, 25)),
         pitch=float(np.clip(rng.normal(0, 6), -14, 14)),
         roll=float(np.clip(rng.normal(0, 7), -18, 18)),
-        scale=u(0.56, 0.7),
+        scale=u(0.6, 0.74),
         shift=(u(-0.03, 0.03), u(-0.03, 0.03)),
         smile=smile,
         mouth_open=mouth_open,
@@ -226,7 +239,7 @@ def sample_view(rng: np.random.Generator) -> ViewParams:
         gaze=(u(-0.12, 0.12), u(-0.05, 0.05)),
         light_azimuth=u(-65, 65),
         light_elevation=u(-5, 50),
-        ambient=u(0.3, 0.6),
+        ambient=u(0.2, 0.5),
         exposure=u(0.85, 1.15),
         white_balance=_colour(np.clip(rng.normal(1.0, 0.04, 3), 0.88, 1.12)),
         background=bg,
@@ -250,7 +263,9 @@ def _arc_resample(curve: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.interp(targets, s, curve[:, d]) for d in range(curve.shape[1])], axis=1)
 
 
-_JAW_T = np.linspace(0.0, math.pi, 91)
+_JAW_T = np.linspace(0.0, math.pi, 49)
+_PHI36 = np.linspace(0.0, math.pi, 36)
+_BROW_F = np.linspace(0.0, 1.0, 5)
 
 
 def _jaw(p: IdentityParams, v: ViewParams) -> np.ndarray:
@@ -288,19 +303,20 @@ def _eye(p: IdentityParams, v: ViewParams, side: int, skew: float) -> np.ndarray
 
 def _brow(p: IdentityParams, v: ViewParams, side: int, skew: float) -> np.ndarray:
     """Five brow points: 17-21 run outer to inner (image left), 22-26 inner to outer."""
-    f = np.linspace(1.0, 0.0, 5) if side < 0 else np.linspace(0.0, 1.0, 5)  # 0 inner .. 1 outer
+    f = _BROW_F[::-1] if side < 0 else _BROW_F  # 0 inner .. 1 outer
     inner = p.eye_gap + 0.02
     outer = p.eye_gap + p.eye_width + 0.2
     x = side * (inner + f * (outer - inner))
-    y = p.eye_y - p.brow_gap + skew - p.brow_arch * np.sin(math.pi * f**0.75) + 0.08 * f**2
+    y = p.eye_y - p.brow_gap + skew - p.brow_arch * np.sin(math.pi * f**0.9)
+    y = y + 0.08 * f**2 + 0.07 * (1.0 - f) ** 1.5  # the tail and the head sit lower
     y = y - v.brow_raise * (1.2 - 0.5 * f)
     return np.stack([x, y, 0.36 - 0.3 * f], axis=1)
 
 
 def _nose(p: IdentityParams) -> np.ndarray:
     """Nose 27-35: the bridge from between the eyes down to the tip, then the base wing to wing."""
-    bridge_y = np.linspace(p.eye_y - 0.08, p.nose_tip_y, 4)
-    base_y = p.nose_tip_y + 0.2
+    bridge_y = np.linspace(p.eye_y - 0.01, p.nose_tip_y, 4)
+    base_y = p.nose_tip_y + 0.17
     w = p.nose_width
     return np.array(
         [[0.0, bridge_y[0], 0.38], [0.0, bridge_y[1], 0.5], [0.0, bridge_y[2], 0.62],
@@ -314,7 +330,7 @@ def _nose(p: IdentityParams) -> np.ndarray:
 _MOUTH_XI = np.array(
     [-1, -0.62, -0.28, 0, 0.28, 0.62, 1.0,  # 48-54 upper outer, left to right
      0.62, 0.28, 0, -0.28, -0.62,  # 55-59 lower outer, right to left
-     -0.86, -0.36, 0, 0.36, 0.86,  # 60-64 upper inner
+     -0.8, -0.36, 0, 0.36, 0.8,  # 60-64 upper inner
      0.36, 0, -0.36]  # 65-67 lower inner
 )
 _MOUTH_ROLE = np.array([0] * 7 + [1] * 5 + [4] + [2] * 3 + [4] + [3] * 3)  # 0 uo 1 lo 2 ui 3 li 4 line
@@ -410,20 +426,27 @@ def _frame(lm3: np.ndarray, p: IdentityParams, v: ViewParams, size: int) -> _Cam
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _catmull_rom_basis(n: int) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, n, endpoint=False)
-    t2, t3 = t * t, t * t * t
-    return 0.5 * np.stack([-t3 + 2 * t2 - t, 3 * t3 - 5 * t2 + 2, -3 * t3 + 4 * t2 + t, t3 - t2], 1)
+@lru_cache(maxsize=64)
+def _spline_matrix(k: int, n: int) -> np.ndarray:
+    """``((k - 1) n + 1, k)`` matrix taking ``k`` control points to their open Catmull-Rom
+    spline, ``n`` samples per segment (end tangents from reflected end points)."""
+    t = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
+    basis = 0.5 * np.hstack([-t**3 + 2 * t**2 - t, 3 * t**3 - 5 * t**2 + 2,
+                             -3 * t**3 + 4 * t**2 + t, t**3 - t**2])  # (n, 4)
+    extend = np.zeros((k + 2, k))  # control points with a reflected point at each end
+    extend[1:-1] = np.eye(k)
+    extend[0, :2] = (2.0, -1.0)
+    extend[-1, -2:] = (-1.0, 2.0)
+    out = np.zeros(((k - 1) * n + 1, k + 2))
+    for s in range(k - 1):
+        out[s * n : (s + 1) * n, s : s + 4] = basis
+    out[-1, k] = 1.0
+    return out @ extend
 
 
 def smooth_curve(points: np.ndarray, n: int = 5) -> np.ndarray:
     """Open Catmull-Rom spline through ``points`` ``(K, 2)`` with ``n`` samples per segment."""
-    p = np.asarray(points, dtype=np.float64)
-    ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-    ctrl = ext[np.arange(len(p) - 1)[:, None] + np.arange(4)]  # (segments, 4, 2)
-    out = np.einsum("tk,skd->std", _catmull_rom_basis(n), ctrl).reshape(-1, 2)
-    return np.concatenate([out, p[-1:]])
+    return _spline_matrix(len(points), n) @ points
 
 
 def _fx(pts: np.ndarray) -> np.ndarray:
@@ -499,26 +522,32 @@ def _paste_clipped(img: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarray
 # --------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _half_turn(n: int) -> np.ndarray:
+    return np.linspace(0.0, math.pi, n)
+
+
 def _skull(p: IdentityParams, volume: float = 0.0, n: int = 24) -> np.ndarray:
     """Top of the head: a half ellipse from the right ear over the crown to the left ear."""
-    phi = np.linspace(0.0, math.pi, n)
+    phi = _half_turn(n)
     x = (p.face_width * 1.02 + volume) * np.cos(phi)
     y = p.eye_y - 0.04 - (1.9 + volume) * np.sin(phi)
     return np.stack([x, y, np.full(n, -0.1)], axis=1)
 
 
-def _hair(p: IdentityParams, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Hair in front of the head (a band from the hairline up over the crown, down over the ears
-    for long styles) and behind it (falling beside the neck), as head-unit polygons."""
+def _hair(p: IdentityParams, rng: np.random.Generator
+          ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Hair as head-unit polygons: in front of the head (a band from the hairline over the crown,
+    down over the ears for long styles), behind it (falling beside the neck, ragged tips), and
+    the outer outline of the crown (where flyaway strands start)."""
     style = p.hair_style
     if style == "bald":
-        return None, None
+        return None, None, None
     w, cy, vol = p.face_width, p.eye_y - 0.04, p.hair_volume
     outer = _skull(p, vol, 36)
     if style == "curly":
-        phi = np.linspace(0, math.pi, 36)
         bumps = rng.integers(9, 15)
-        outer[:, :2] *= 1.0 + 0.035 * np.sin(phi * bumps + rng.uniform(0, 6))[:, None]
+        outer[:, :2] *= 1.0 + 0.035 * np.sin(_PHI36 * bumps + rng.uniform(0, 6))[:, None]
     hl, part = p.hairline, p.hair_part
     if style == "bangs":
         fringe = [[-0.8 * w, hl + 0.06], [0.25 * part, hl - 0.02], [0.8 * w, hl + 0.06]]
@@ -527,27 +556,27 @@ def _hair(p: IdentityParams, rng: np.random.Generator) -> tuple[np.ndarray | Non
                   [0.7 * w, hl + 0.15 - 0.1 * part]]
     else:
         fringe = [[-0.68 * w, hl + 0.14], [0.0, hl], [0.68 * w, hl + 0.14]]
-    ears_covered = style in ("long", "bob", "curly")
-    side_y = cy + (0.75 if ears_covered else -0.12)
-    side_x = w * (1.04 if ears_covered else 0.97)
+    long_ = style in ("long", "bob", "curly")
+    side_y = cy + (0.75 if long_ else -0.12)
+    side_x = w * (1.04 if long_ else 0.97)
     inner = smooth_curve(np.array([[-side_x, side_y], [-0.96 * w, cy - 0.5]] + fringe
                                   + [[0.96 * w, cy - 0.5], [side_x, side_y]]), 4)
-    inner = np.concatenate([inner, np.full((len(inner), 1), 0.2)], axis=1)
-    ends = []
-    if ears_covered:
-        ends = [[w + vol + 0.12, side_y + 0.05, -0.1]], [[-w - vol - 0.12, side_y + 0.05, -0.1]]
-        front = np.concatenate([ends[0], outer, ends[1], inner])
+    inner = np.hstack([inner, np.full((len(inner), 1), 0.2)])
+    if long_:  # the band comes down over the ears
+        ends = np.array([[w + vol + 0.12, side_y + 0.05, -0.1], [-w - vol - 0.12, side_y + 0.05, -0.1]])
+        front = np.concatenate([ends[:1], outer, ends[1:], inner])
     else:
         front = np.concatenate([outer, inner])
     back = None
-    if style in ("long", "bob", "curly") or (style == "side_part" and rng.random() < 0.4):
+    if long_ or (style == "side_part" and rng.random() < 0.4):
         drop = {"long": 1.6 + rng.uniform(0, 1.0), "bob": 1.0, "curly": 1.0}.get(style, 1.3)
         bw = w + vol + 0.15
-        back = np.array([[bw, cy, -0.5], [bw + 0.12, cy + drop, -0.5], [0.6 * w, cy + drop + 0.2, -0.5],
-                         [-0.6 * w, cy + drop + 0.2, -0.5], [-bw - 0.12, cy + drop, -0.5],
-                         [-bw, cy, -0.5]])
-        back = np.concatenate([_skull(p, vol + 0.04, 16)[::-1], back[::-1]])
-    return front, back
+        x = np.linspace(bw + 0.12, -bw - 0.12, 13)
+        tips = cy + drop + 0.2 * (1 - (x / (bw + 0.12)) ** 2) + rng.uniform(-0.07, 0.07, 13)
+        bottom = np.stack([x, tips, np.full(13, -0.5)], axis=1)
+        back = np.concatenate([_skull(p, vol + 0.04, 16)[::-1], [[-bw, cy, -0.5]], bottom[::-1],
+                               [[bw, cy, -0.5]]])
+    return front, back, outer
 
 
 @dataclass
@@ -559,10 +588,12 @@ class _Geometry:
     face: np.ndarray  # face fill polygon (jaw, then the skull)
     hair_front: np.ndarray | None
     hair_back: np.ndarray | None
+    hair_outline: np.ndarray | None  # crown outline, where flyaway strands start
     neck: np.ndarray
     shoulders: np.ndarray
     ears: list[tuple[np.ndarray, np.ndarray]]  # (centre, half-axes)
     irises: np.ndarray  # (2, 2) centres
+    size: int
 
 
 def _geometry(p: IdentityParams, v: ViewParams, size: int, rng: np.random.Generator) -> _Geometry:
@@ -570,10 +601,10 @@ def _geometry(p: IdentityParams, v: ViewParams, size: int, rng: np.random.Genera
     cam = _frame(lm3, p, v, size)
     proj = cam.project
     w, cy = p.face_width, p.eye_y - 0.04
-    front, back = _hair(p, rng)
+    front, back, outline = _hair(p, rng)
     neck = np.array([[-0.58 * w, 0.2, -0.3], [-0.66 * w, 3.0, -0.3], [0.66 * w, 3.0, -0.3],
                      [0.58 * w, 0.2, -0.3]])
-    a = np.linspace(0, math.pi, 16)
+    a = _half_turn(16)
     shoulders = np.stack([2.8 * np.cos(a), 1.5 - 0.45 * np.sin(a) ** 0.5, np.full(16, -0.6)], 1)
     shoulders = np.concatenate([shoulders, [[-2.8, 4.0, -0.6], [2.8, 4.0, -0.6]]])
     ears = [(proj(np.array([side * (w + 0.02), cy + 0.2, -0.35])),
@@ -589,10 +620,12 @@ def _geometry(p: IdentityParams, v: ViewParams, size: int, rng: np.random.Genera
         face=proj(np.concatenate([lm3[:17], _skull(p)])),
         hair_front=None if front is None else proj(front),
         hair_back=None if back is None else proj(back),
+        hair_outline=None if outline is None else proj(outline),
         neck=proj(neck),
         shoulders=proj(shoulders),
         ears=ears,
         irises=proj(np.array(irises)),
+        size=size,
     )
 
 
@@ -621,7 +654,7 @@ def _background(v: ViewParams, size: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _paint_eye(img: np.ndarray, eye: np.ndarray, iris_c: np.ndarray, p: IdentityParams,
-               skin: Colour) -> None:
+               skin: Colour, glint: float) -> None:
     """Sclera, iris (limbal ring, pupil, catchlight) clipped to the lids, lid shadow, lid lines."""
     upper = smooth_curve(eye[[0, 1, 2, 3]], 5)
     lower = smooth_curve(eye[[3, 4, 5, 0]], 5)
@@ -637,7 +670,7 @@ def _paint_eye(img: np.ndarray, eye: np.ndarray, iris_c: np.ndarray, p: Identity
         _ellipse(layer, c, (r, r), 0, _mul(p.iris, 0.5))
         _ellipse(layer, c, (0.82 * r, 0.82 * r), 0, p.iris)
         _ellipse(layer, c, (0.36 * r, 0.36 * r), 0, (14, 12, 12))
-        _ellipse(layer, c + (0.3 * r, -0.35 * r), (0.14 * r, 0.14 * r), 0, (236, 236, 236))
+        _ellipse(layer, c + (glint * r, -0.35 * r), (0.14 * r, 0.14 * r), 0, (236, 236, 236))
         _stroke(layer, upper - off, _mul(sclera, 0.45), 2.2 * th)  # shadow of the upper lid
 
     _paste_clipped(img, poly, draw)
@@ -646,18 +679,19 @@ def _paint_eye(img: np.ndarray, eye: np.ndarray, iris_c: np.ndarray, p: Identity
     _stroke(img, lower[1:-1], _mul(skin, 0.7), 0.6 * th)
 
 
-def _paint_brow(img: np.ndarray, brow: np.ndarray, thickness: float, colour: Colour) -> None:
-    """A band below the brow points (which trace its upper edge), tapering towards the tail."""
-    c = smooth_curve(brow, 4)
-    d = np.gradient(c, axis=0)
-    n = np.stack([-d[:, 1], d[:, 0]], 1)
-    n /= np.sqrt((n * n).sum(1, keepdims=True)) + 1e-9
-    n *= np.sign(n[:, 1].sum() + 1e-9)  # pointing down the face
-    inner_last = abs(brow[-1, 0] - brow[:, 0].mean()) < abs(brow[0, 0] - brow[:, 0].mean())
-    t = np.linspace(0.0, 1.0, len(c))[:, None]
-    taper = 0.35 + 0.65 * t if inner_last else 1.0 - 0.65 * t  # thick at the inner end
-    th = thickness * taper
-    _fill(img, np.concatenate([c - 0.2 * th * n, (c + 0.8 * th * n)[::-1]]), colour)
+_BROW_TAPER = 1.0 - 0.65 * np.linspace(0.0, 1.0, 17)[:, None]  # thick at the inner end
+
+
+def _paint_brow(img: np.ndarray, brow: np.ndarray, thickness: float, colour: Colour,
+                inner_first: bool) -> None:
+    """A band along the five brow points (a little more below them than above), tapering from
+    the inner end to the tail."""
+    c = smooth_curve(brow, 4)  # (17, 2)
+    dx, dy = brow[-1] - brow[0]
+    n = np.array([-dy, dx]) / math.hypot(dx, dy)
+    n = n if n[1] > 0 else -n  # across the brow, pointing down the face
+    th = thickness * (_BROW_TAPER if inner_first else _BROW_TAPER[::-1]) * n
+    _fill(img, np.concatenate([c - 0.4 * th, (c + 0.6 * th)[::-1]]), colour)
 
 
 def _paint_nose(img: np.ndarray, lm: np.ndarray, skin: Colour) -> None:
@@ -693,6 +727,27 @@ def _paint_mouth(img: np.ndarray, lm: np.ndarray, p: IdentityParams, v: ViewPara
 
         _paste_clipped(img, inner, draw)
     _stroke(img, upper_in, _mul(p.lip_colour, 0.42), 0.018 * width)
+    for corner in (lm[48], lm[54]):  # the shadowed corners where the lips meet
+        _ellipse(img, corner, (0.035 * width, 0.025 * width), 0, _mul(p.lip_colour, 0.5))
+
+
+_STRAND_T = np.linspace(0.0, 1.0, 6)[None, :, None]
+
+
+def _paint_flyaways(img: np.ndarray, outline: np.ndarray, colour: Colour, scale: float,
+                    rng: np.random.Generator) -> None:
+    """A few thin curved strands leaving the crown outline (breaks its cut-out look)."""
+    n = int(rng.integers(6, 18))
+    start = outline[rng.integers(2, len(outline) - 2, n)]
+    centre = 0.5 * (outline[0] + outline[-1])
+    out = start - centre
+    out /= np.sqrt((out * out).sum(1, keepdims=True)) + 1e-9
+    perp = np.stack([-out[:, 1], out[:, 0]], 1)
+    length = (rng.uniform(0.04, 0.16, n) * scale)[:, None, None]
+    bend = rng.uniform(-0.8, 0.8, n)[:, None, None]
+    t = _STRAND_T
+    curves = start[:, None] + length * ((t - 0.3) * out[:, None] + bend * t * t * perp[:, None])
+    cv2.polylines(img, list(_fx(curves).reshape(n, -1, 1, 2)), False, colour, 1, _AA, _SHIFT)
 
 
 def _beard(lm: np.ndarray) -> np.ndarray:
@@ -707,68 +762,83 @@ def _beard(lm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _head_light(g: _Geometry, p: IdentityParams, v: ViewParams, m: int, k: float) -> np.ndarray:
-    """Lambert light (with wrap) on a head ellipsoid, intersected exactly along each pixel ray.
+def _head_light(g: _Geometry, p: IdentityParams, v: ViewParams, m: int) -> np.ndarray:
+    """Lambert light (with wrap) on a head ellipsoid, intersected exactly along each pixel's ray.
 
-    The ray through pixel ``(u, w)`` is ``R^T (u, w, t)`` in the head frame; the ellipsoid
-    ``(q - c)^T D (q - c) = 1`` gives a quadratic in ``t`` whose front root is the visible surface.
-    Rays that miss it (neck, hair beyond the skull) get the light of a camera-facing surface.
+    The camera ray through pixel ``(u, w)`` is ``q(t) = R^T (u, w, t)`` in the head frame. The
+    ellipsoid ``sum((q - c)^2 / r^2) = 1`` gives ``a t^2 + 2 b t + c' = 0``; the front root is the
+    visible surface and ``R (q - c) / r^2`` its normal in the camera frame. Rays that miss it
+    (neck, hair beyond the skull) take the normal of the nearest silhouette point, which keeps
+    the light continuous.
+    Works on ``(m, m)`` component arrays (contiguous, so numpy is fast).
     """
-    ys, xs = np.mgrid[0:m, 0:m].astype(np.float64)
-    u = ((xs + 0.5) / k - g.cam.offset[0]) / g.cam.scale
-    w = ((ys + 0.5) / k - g.cam.offset[1]) / g.cam.scale
+    ys, xs = _grid(m)
+    k = m / g.size
+    u = (xs / k - g.cam.offset[0]) / g.cam.scale
+    w = (ys / k - g.cam.offset[1]) / g.cam.scale
     rot = g.cam.rotation
-    centre = np.array([0.0, p.eye_y + 0.25, -0.3])
-    inv_r2 = 1.0 / np.array([p.face_width * 1.04, 1.6, 0.9]) ** 2
-    q0 = u[..., None] * rot[0] + w[..., None] * rot[1] - centre  # ray origins, head frame
-    d = rot[2]  # ray direction, head frame
-    a = float((d * d * inv_r2).sum())
-    b = (q0 * (d * inv_r2)).sum(-1)
-    c = (q0 * q0 * inv_r2).sum(-1) - 1.0
+    centre = (0.0, p.eye_y + 0.25, -0.3)
+    r2 = (p.face_width**2 * 1.08, 1.6**2, 0.9**2)
+    q = [u * rot[0, i] + w * rot[1, i] - centre[i] for i in range(3)]  # ray origins
+    d = rot[2]  # ray direction
+    a = sum(d[i] * d[i] / r2[i] for i in range(3))
+    b = sum(q[i] * (d[i] / r2[i]) for i in range(3))
+    c = sum(q[i] * q[i] / r2[i] for i in range(3)) - 1.0
     disc = b * b - a * c
-    t = (-b + np.sqrt(np.maximum(disc, 0.0))) / a
-    normal = ((q0 + t[..., None] * d) * inv_r2) @ rot.T  # camera frame
-    normal /= np.sqrt((normal * normal).sum(-1, keepdims=True)) + 1e-9
+    t = (np.sqrt(np.maximum(disc, 0.0)) - b) / a
+    grad = [(q[i] + t * d[i]) / r2[i] for i in range(3)]  # head-frame normal (unnormalised)
+    n = [rot[j, 0] * grad[0] + rot[j, 1] * grad[1] + rot[j, 2] * grad[2] for j in range(3)]
+    inv = 1.0 / (np.sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2]) + 1e-9)
     az, el = math.radians(v.light_azimuth), math.radians(v.light_elevation)
-    light = np.array([math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el)])
+    light = (math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el))
     wrap = 0.3
-    diffuse = np.clip((normal @ light + wrap) / (1.0 + wrap), 0.0, 1.0)
-    diffuse = np.where(disc > 0, diffuse * (0.8 + 0.2 * normal[..., 2]), 0.7 * (light[2] + wrap) / (1 + wrap))
-    return v.ambient + (1.0 - v.ambient) * 1.15 * diffuse
+    cos = (n[0] * light[0] + n[1] * light[1] + n[2] * light[2]) * inv
+    diffuse = np.clip((cos + wrap) * (1.0 / (1.0 + wrap)), 0.0, 1.0) * (0.8 + 0.2 * n[2] * inv)
+    return v.ambient + (1.0 - v.ambient) * 1.3 * diffuse
 
 
-def _light_and_texture(g: _Geometry, p: IdentityParams, v: ViewParams, size: int) -> np.ndarray:
-    """``(m, m, 3)`` float32 maps at ``m = size / 4``: light multiplier, skin-texture amplitude,
-    hair-strand amplitude."""
-    m = max(16, size // 4)
-    k = m / size
+@lru_cache(maxsize=8)
+def _grid(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(ys, xs)`` of an ``m x m`` map."""
+    ys, xs = np.mgrid[0:m, 0:m].astype(np.float32) + 0.5
+    return ys, xs
+
+
+def _light_skin_tint(g: _Geometry, p: IdentityParams, v: ViewParams, m: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Low-resolution float32 maps (soft by construction: they are upsampled): the light
+    multiplier ``(m, m)``, the skin-texture amplitude ``(m, m)`` and a per-channel tint
+    ``(m, m, 3)`` (white balance times local skin colour: flushed cheeks and nose, darker
+    under-eyes, stubble)."""
+    k = m / g.size
     lm = g.lm * k
     s = g.cam.scale * k
-    person = np.zeros((m, m), np.float32)
+    person = np.zeros((m, m), np.uint8)
     for poly in (g.neck, g.face, g.hair_front, g.hair_back):
         if poly is not None:
-            _fill(person, poly * k, 1.0)
-    # soft shadows (< 1) and highlights (> 1), multiplying the head light
+            _fill(person, poly * k, 255)
+    # grown by a pixel, so that the soft edge of the light falls on the background
+    person = cv2.dilate(person, _KERNEL3).astype(np.float32) * (1.0 / 255.0)
+    # soft shadows (< 1) and highlights (> 1) that multiply the head light
     occ = np.ones((m, m), np.float32)
     jaw = lm[2:15]
-    _fill(occ, np.concatenate([jaw, jaw[::-1] + (0, 0.3 * s)]), 0.5)  # under the chin
+    _fill(occ, np.concatenate([jaw, jaw[::-1] + (0, 0.3 * s)]), 0.62)  # under the chin
     _fill(occ, g.face * k, 1.0)
     if g.hair_front is not None:
-        _fill(occ, g.hair_front * k + (0, 0.06 * s), 0.78)  # hair on the forehead
+        _fill(occ, g.hair_front * k + (0, 0.06 * s), 0.78)  # hair over the forehead
     for eye, brow in ((lm[36:42], lm[17:22]), (lm[42:48], lm[22:27])):
         ew = math.hypot(*(eye[3] - eye[0]))
         c = eye.mean(0) * 0.65 + brow.mean(0) * 0.35
-        _ellipse(occ, c, (0.72 * ew, 0.42 * ew), _angle(eye[0], eye[3]), 0.74)
+        _ellipse(occ, c, (0.72 * ew, 0.42 * ew), _angle(eye[0], eye[3]), 0.74)  # eye sockets
     nw = math.hypot(*(lm[35] - lm[31]))
     away = -1.0 if v.light_azimuth > 0 else 1.0  # the nose shades the side away from the light
-    side_dark = 0.92 - 0.22 * min(1.0, abs(v.light_azimuth) / 40.0)
     bridge = lm[27:31]
-    _fill(occ, np.concatenate([bridge, bridge[::-1] + (away * 0.4 * nw, 0)]), side_dark)
+    _fill(occ, np.concatenate([bridge, bridge[::-1] + (away * 0.4 * nw, 0)]),
+          0.92 - 0.22 * min(1.0, abs(v.light_azimuth) / 40.0))
     _ellipse(occ, lm[33] + (0, 0.1 * nw), (0.55 * nw, 0.12 * nw), 0, 0.7)  # under the nose
     _ellipse(occ, lm[57] + (0, 0.14 * nw), (0.45 * nw, 0.12 * nw), 0, 0.8)  # under the lip
-    for jaw_pt, mouth_pt in ((3, 48), (13, 54)):  # below the cheekbones
-        c = 0.55 * lm[jaw_pt] + 0.45 * lm[mouth_pt]
-        _ellipse(occ, c, (0.35 * nw, 0.6 * nw), 0, 0.93)
+    for jaw_pt, corner in ((3, 48), (13, 54)):  # below the cheekbones
+        _ellipse(occ, 0.55 * lm[jaw_pt] + 0.45 * lm[corner], (0.35 * nw, 0.6 * nw), 0, 0.93)
     if v.smile > 0.3:  # nasolabial folds
         for wing, corner in ((31, 48), (35, 54)):
             out = math.copysign(0.2 * nw, lm[wing, 0] - lm[33, 0])
@@ -777,24 +847,45 @@ def _light_and_texture(g: _Geometry, p: IdentityParams, v: ViewParams, size: int
     _ellipse(occ, lm[30], (0.16 * nw, 0.12 * nw), 0, 1.14)  # nose tip
     _ellipse(occ, 0.5 * (lm[21] + lm[22]) - (0, 0.7 * nw), (0.6 * nw, 0.35 * nw), 0, 1.07)
     _ellipse(occ, lm[57] - (0, 0.1 * nw), (0.3 * nw, 0.05 * nw), 0, 1.12)  # lower lip
-    occ = cv2.GaussianBlur(occ, (0, 0), max(0.6, 1.0 * m / 64))
-    ys, xs = np.mgrid[0:m, 0:m].astype(np.float32) / m - 0.5
-    vignette = 1.0 - 0.35 * (xs * xs + ys * ys)
-    light = np.where(person > 0, _head_light(g, p, v, m, k) * occ, 1.0) * vignette * v.exposure
-    # texture amplitudes: skin mottling on skin, strands on hair, a little on everything
-    skin_amp = np.full((m, m), 0.015, np.float32)
-    hair_amp = np.zeros((m, m), np.float32)
-    if g.hair_back is not None:
-        _fill(hair_amp, g.hair_back * k, 0.22)
+    if g.hair_outline is not None:  # sheen on the crown
+        _stroke(occ, 0.9 * g.hair_outline * k + 0.1 * g.hair_outline.mean(0) * k, 1.35,
+                max(1.0, 0.12 * s))
+    if p.beard > 0:  # a beard darkens and roughens the skin, with soft edges
+        _fill(occ, _beard(lm), 1.0 - 0.5 * p.beard)
+        _fill(occ, np.concatenate([lm[48:55], lm[[54, 55, 56, 57, 58, 59, 48]]]), 1.0)
+    occ = cv2.GaussianBlur(occ, (0, 0), max(0.6, m / 64))
+    ys, xs = _grid(m)
+    vignette = 1.0 - (0.35 / (m * m)) * ((xs - 0.5 * m) ** 2 + (ys - 0.5 * m) ** 2)
+    # the camera exposes for the face: darker skin gets more exposure, as auto-exposure would
+    luma = 0.3 * p.skin[0] + 0.59 * p.skin[1] + 0.11 * p.skin[2]
+    exposure = v.exposure * min(1.5, max(0.95, (150.0 / luma) ** 0.4))
+    light = (1.0 + person * (_head_light(g, p, v, m) * occ - 1.0)) * (vignette * exposure)
+    light = cv2.GaussianBlur(light.astype(np.float32), (3, 3), 0.7)
+    skin = np.full((m, m), 0.015, np.float32)  # a little texture everywhere
     for poly in (g.neck, g.face):
-        _fill(skin_amp, poly * k, p.skin_texture)
-        _fill(hair_amp, poly * k, 0.0)
+        _fill(skin, poly * k, p.skin_texture)
     if p.beard > 0:
-        _fill(skin_amp, _beard(lm), 0.1 * p.beard)
+        _fill(skin, _beard(lm), 0.15 * p.beard)
     if g.hair_front is not None:
-        _fill(hair_amp, g.hair_front * k, 0.22)
-        _fill(skin_amp, g.hair_front * k, 0.0)
-    return np.stack([light.astype(np.float32), skin_amp, hair_amp], -1)
+        _fill(skin, g.hair_front * k, 0.0)
+    wb = np.array(v.white_balance)
+    tint = np.empty((m, m, 3), np.float32)
+    tint[:] = wb
+    nw = math.hypot(*(lm[35] - lm[31]))
+    flush = _colour(wb * (1.0 + p.redness * np.array([0.07, -0.05, -0.04])))
+    for jaw_pt, wing in ((3, 31), (13, 35)):
+        _ellipse(tint, 0.45 * lm[jaw_pt] + 0.55 * lm[wing] - (0, 0.2 * nw), (0.5 * nw, 0.4 * nw), 0,
+                 flush)
+    _ellipse(tint, lm[30] + (0, 0.1 * nw), (0.3 * nw, 0.25 * nw), 0, flush)
+    for eye in (lm[36:42], lm[42:48]):
+        ew = math.hypot(*(eye[3] - eye[0]))
+        _ellipse(tint, eye.mean(0) + (0, 0.3 * ew), (0.45 * ew, 0.15 * ew), _angle(eye[0], eye[3]),
+                 _colour(wb * np.array([0.95, 0.93, 0.96])))
+    if p.beard > 0:
+        _fill(tint, _beard(lm), _colour(wb * (1.0 - p.beard * np.array([0.12, 0.1, 0.06]))))
+        _fill(tint, np.concatenate([lm[48:55], lm[[54, 55, 56, 57, 58, 59, 48]]]), _colour(wb))
+    tint = cv2.GaussianBlur(tint, (0, 0), max(0.6, m / 48))
+    return light, skin, tint
 
 
 # --------------------------------------------------------------------------------------------
@@ -812,43 +903,52 @@ def render(identity: IdentityParams, view: ViewParams, size: int = 256
     g = _geometry(p, v, size, rng)
     lm, skin = g.lm, p.skin
     img = _background(v, size, rng)
+    hair = np.zeros((size, size), np.uint8)  # where hair strands show
     if g.hair_back is not None:
         _fill(img, g.hair_back, p.hair)
+        _fill(hair, g.hair_back, 255)
     _fill(img, g.shoulders, v.clothes)
     _fill(img, g.neck, _mul(skin, 0.9))
     for c, ax in g.ears:
         _ellipse(img, c, ax, v.roll, _mul(skin, 0.94))
         _ellipse(img, c + (0, 0.05 * ax[1]), 0.55 * ax, v.roll, _mul(skin, 0.72))
     _fill(img, g.face, skin)
-    if p.beard > 0:
-        _fill(img, _beard(lm), _mix(skin, p.hair, 0.3 + 0.5 * p.beard))
+    _fill(hair, g.face, 0)
+    _fill(hair, g.neck, 0)
     brow_colour = _mix(skin, p.brow_colour, 0.8)
-    for brow in (lm[17:22], lm[22:27]):
-        _paint_brow(img, brow, p.brow_thickness * g.cam.scale, brow_colour)
-    _paint_eye(img, lm[36:42], g.irises[0], p, skin)
-    _paint_eye(img, lm[42:48], g.irises[1], p, skin)
+    _paint_brow(img, lm[17:22], p.brow_thickness * g.cam.scale, brow_colour, inner_first=False)
+    _paint_brow(img, lm[22:27], p.brow_thickness * g.cam.scale, brow_colour, inner_first=True)
+    glint = 0.35 * math.sin(math.radians(v.light_azimuth))  # catchlight towards the light
+    _paint_eye(img, lm[36:42], g.irises[0], p, skin, glint)
+    _paint_eye(img, lm[42:48], g.irises[1], p, skin, glint)
     _paint_nose(img, lm, skin)
     _paint_mouth(img, lm, p, v)
     if g.hair_front is not None:
         _fill(img, g.hair_front, p.hair if p.hair_style != "buzz" else _mix(skin, p.hair, 0.6))
+        _fill(hair, g.hair_front, 255)
+    if g.hair_outline is not None:
+        _paint_flyaways(img, g.hair_outline, _mul(p.hair, 1.15), g.cam.scale, rng)
 
     # finish: light x (1 + texture), camera blur, white balance, sensor grain
-    maps = cv2.resize(_light_and_texture(g, p, v, size), (size, size),
-                      interpolation=cv2.INTER_LINEAR)
-    light, skin_amp, hair_amp = cv2.split(maps)
+    m = min(96, max(16, size // 4))
+    light, skin_amp, tint = (cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
+                             for x in _light_skin_tint(g, p, v, m))
     tiles = _textures(max(512, 1 << (2 * size - 1).bit_length()))
     t = tiles["skin"].shape[0] - size
     (ox, oy), (qx, qy) = rng.integers(0, t, (2, 2)).tolist()
     a = np.s_[oy : oy + size, ox : ox + size]
     b = np.s_[qy : qy + size, qx : qx + size]
-    gain = light * (1.0 + skin_amp * tiles["skin"][a] + hair_amp * tiles["strands"][b])
-    wb = v.white_balance
-    out = cv2.multiply(img, cv2.merge([gain * wb[0], gain * wb[1], gain * wb[2]]), dtype=cv2.CV_32F)
+    strands = hair.astype(np.float32)
+    strands *= tiles["strands"][b]
+    gain = light * (1.0 + skin_amp * tiles["skin"][a] + (0.25 / 255.0) * strands)
+    gain = cv2.multiply(tint, cv2.cvtColor(gain, cv2.COLOR_GRAY2RGB))
+    out = cv2.multiply(img, gain, dtype=cv2.CV_32F)
     sigma = v.blur * size / 256.0
     if sigma > 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    out += tiles["grain"][b] * v.grain
-    return np.clip(out, 0, 255, out=out).astype(np.uint8), lm.astype(np.float32)
+        ksize = 2 * math.ceil(2.5 * sigma) + 1
+        out = cv2.GaussianBlur(out, (ksize, ksize), sigma)
+    image = cv2.addWeighted(out, 1.0, tiles["grain"][b], v.grain, 0.0, dtype=cv2.CV_8U)
+    return image, lm.astype(np.float32)
 
 
 def render_face(rng_or_seed: np.random.Generator | int, size: int = 256, identity: int = 0,

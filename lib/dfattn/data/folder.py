@@ -1,0 +1,483 @@
+"""Real face photos from a folder, with 68 landmarks found offline by dlib and cached.
+
+:class:`FolderFaces` walks a folder (recursively) for ``jpg/jpeg/png/bmp/webp`` files, finds one
+face and its 68 iBUG landmarks in each (:func:`detect_landmarks`), caches the result outside the
+data folder, and serves :class:`~dfattn.data.faces.Face` records, optionally cropped to a square
+around the landmarks.
+
+Detection is dlib's frontal HOG detector plus its 68-point shape predictor (the model file ships
+in the ``face_recognition_models`` wheel, so nothing is downloaded). Tight face crops defeat the
+HOG detector, which needs some context around the face, so :func:`detect_landmarks` tries in turn:
+
+1. ``hog``: the detector on the image, upsampled once;
+2. ``hog-padded``: the same on the image with a replicated 30 % border;
+3. ``haar``: OpenCV's Haar cascade on the padded image, its box mapped to a dlib-like box;
+4. ``hog-low``: the HOG detector with a lowered threshold;
+5. ``whole-image``: boxes covering most of the image (a crop that *is* the face).
+
+Routes 1-2 are accepted as soon as their landmarks pass :func:`plausible_landmarks` (anatomical
+order, inside the picture). Routes 3-5 all propose landmarks, refined by re-predicting them in
+the box they imply until they settle (those that keep moving are dropped), and the one the HOG
+detector scores best on a crop aligned on them (:func:`face_score`) is kept if that score clears
+a threshold
+(calibrated so that noise, blank images, defocused backgrounds and hair/background patches of
+real photos fail it). Images with no accepted face are skipped and reported, never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from dfattn.data.faces import Face
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "Detection",
+    "FolderFaces",
+    "crop_face",
+    "detect_landmarks",
+    "list_images",
+    "plausible_landmarks",
+    "read_image",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+CACHE_VERSION = "dlib68-v1"  # bump when detection changes, to invalidate cached landmarks
+_PAD = 0.3  # border added around tight crops, fraction of the longer side
+_HAAR_TO_DLIB = (0.0, 0.06, 0.87)  # dlib box = Haar box shifted (dx, dy) * w and scaled by s
+_LOW_THRESHOLD = -0.8  # HOG score threshold of the ``hog-low`` route
+_VERIFY_THRESHOLD = -0.7  # HOG score an aligned crop needs for a fallback route to be accepted
+_MIN_FALLBACK_IOD = 0.15  # fallbacks are for tight crops: the face must be large
+_MAX_DRIFT = 0.1  # a fallback's landmarks must stay put when re-predicted in their own box
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (recursively), sorted by relative path (hidden files skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder of images")
+    found = [
+        p for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB (EXIF orientation applied, alpha dropped).
+
+    Raises:
+        ValueError: the file cannot be read or decoded as an image (the message names it).
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read image file ({err})") from err
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not a readable image (empty, truncated or unknown format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+# --------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _models():
+    """dlib's HOG face detector, the 68-point shape predictor, OpenCV's Haar cascade (loaded once
+    per process)."""
+    import dlib
+
+    with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        import face_recognition_models
+    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+    haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    if haar.empty():
+        raise RuntimeError("OpenCV's haarcascade_frontalface_default.xml could not be loaded")
+    return dlib, dlib.get_frontal_face_detector(), predictor, haar
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The landmarks found in one image (``None`` if no face), the route that found them, and
+    why there are none."""
+
+    landmarks: np.ndarray | None
+    method: str = ""
+    reason: str = ""
+
+
+def _predict(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """68 landmarks ``(68, 2)`` from the shape predictor inside ``box = (left, top, right, bottom)``."""
+    dlib, _, predictor, _ = _models()
+    rect = dlib.rectangle(*(int(round(v)) for v in box))
+    shape = predictor(image, rect)
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+def _largest(rects) -> tuple[float, float, float, float] | None:
+    if len(rects) == 0:
+        return None
+    r = max(rects, key=lambda r: r.width() * r.height())
+    return (r.left(), r.top(), r.right(), r.bottom())
+
+
+def plausible_landmarks(lm: np.ndarray, width: int, height: int, slack: float = 0.15) -> bool:
+    """Whether 68 landmarks look like an upright-ish face in a ``width x height`` image.
+
+    Checks: every point within the image grown by ``slack`` of its size; the eyes level within
+    60 degrees; in the eye-aligned frame the image-left eye left of the other, the brows above
+    the eyes and the nose tip, eyes and nose tip above the mouth, the mouth above the chin (the
+    nose tip may rise to the eyes when the head tilts back); the inter-ocular distance at least
+    4 pixels and between a sixth and a whole of the jaw width.
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    if lm.shape != (68, 2) or not np.isfinite(lm).all():
+        return False
+    mx, my = slack * width, slack * height
+    if (lm[:, 0] < -mx).any() or (lm[:, 0] > width + mx).any():
+        return False
+    if (lm[:, 1] < -my).any() or (lm[:, 1] > height + my).any():
+        return False
+    right_eye, left_eye = lm[36:42].mean(0), lm[42:48].mean(0)
+    axis = left_eye - right_eye
+    iod = float(np.hypot(*axis))
+    if iod < 4.0 or abs(math.degrees(math.atan2(axis[1], axis[0]))) > 60.0:
+        return False
+    c, s = axis / iod
+    down = lm @ np.array([-s, c])  # coordinate along the face's downward axis
+    across = lm @ np.array([c, s])
+    eyes = 0.5 * (down[36:42].mean() + down[42:48].mean())
+    brows, nose, mouth = down[17:27].mean(), down[30], down[48:68].mean()
+    ordered = (
+        brows < min(eyes, nose) and max(eyes, nose) < mouth < down[8]
+        and across[36:42].mean() < across[42:48].mean()
+    )
+    jaw = float(np.hypot(*(lm[16] - lm[0])))
+    return bool(ordered and jaw / 6.0 < iod < jaw)
+
+
+def _aligned_crop(image: np.ndarray, lm: np.ndarray, size: int = 160) -> np.ndarray:
+    """The image warped so that the eye centres sit at fixed places of a ``size``-pixel square
+    (the face about 60 % of it: the scale the HOG detector was trained at)."""
+    src = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+    dst = np.array([[0.36 * size, 0.4 * size], [0.64 * size, 0.4 * size]])
+    d_src, d_dst = src[1] - src[0], dst[1] - dst[0]
+    scale = np.hypot(*d_dst) / max(np.hypot(*d_src), 1e-6)
+    angle = math.atan2(d_src[1], d_src[0]) - math.atan2(d_dst[1], d_dst[0])
+    c, s = scale * math.cos(-angle), scale * math.sin(-angle)
+    rot = np.array([[c, -s], [s, c]])
+    t = dst[0] - rot @ src[0]
+    matrix = np.hstack([rot, t[:, None]])
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_score(image: np.ndarray, lm: np.ndarray) -> float:
+    """The HOG detector's best score for a face box centred near the landmarks, on a crop aligned
+    on them (``-inf`` if it sees none there at all)."""
+    _, detector, _, _ = _models()
+    crop = _aligned_crop(image, lm)
+    boxes, scores, _ = detector.run(crop, 1, -2.0)
+    n = crop.shape[0]
+    best = -math.inf
+    for box, score in zip(boxes, scores):
+        cx, cy = 0.5 * (box.left() + box.right()), 0.5 * (box.top() + box.bottom())
+        if abs(cx - 0.5 * n) < 0.15 * n and abs(cy - 0.52 * n) < 0.2 * n:
+            best = max(best, float(score))
+    return best
+
+
+def _candidates(image: np.ndarray) -> Iterable[tuple[str, tuple[float, float, float, float] | None,
+                                                     np.ndarray, float]]:
+    """``(route, box, image the box refers to, offset of that image)`` in order of trust."""
+    _, detector, _, haar = _models()
+    yield "hog", _largest(detector(image, 1)), image, 0.0
+    h, w = image.shape[:2]
+    pad = int(round(_PAD * max(h, w)))
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    yield "hog-padded", _largest(detector(padded, 1)), padded, pad
+    grey = cv2.cvtColor(padded, cv2.COLOR_RGB2GRAY)
+    found = haar.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4,
+                                  minSize=(max(24, min(h, w) // 5),) * 2)
+    if len(found):
+        x, y, bw, bh = max(found, key=lambda b: b[2] * b[3])
+        dx, dy, s = _HAAR_TO_DLIB
+        cx, cy, half = x + bw * (0.5 + dx), y + bh * (0.5 + dy), 0.5 * s * bw
+        yield "haar", (cx - half, cy - half, cx + half, cy + half), padded, pad
+    boxes, scores, _ = detector.run(padded, 1, _LOW_THRESHOLD)
+    if len(boxes):
+        best = max(range(len(boxes)), key=lambda i: scores[i])
+        b = boxes[best]
+        yield "hog-low", (b.left(), b.top(), b.right(), b.bottom()), padded, pad
+    for frac in (0.1, 0.0, 0.2):  # the whole crop is the face: boxes inset by frac
+        yield ("whole-image", (pad + frac * w, pad + frac * h, pad + (1 - frac) * w,
+                               pad + (1 - 0.5 * frac) * h), padded, pad)
+
+
+def _box_from_landmarks(lm: np.ndarray) -> tuple[float, float, float, float]:
+    """The square box dlib's detector would give for these landmarks (fitted on the shared
+    real faces: side = longer side of the landmark box, centre raised by 8.8 % of its height)."""
+    lo, hi = lm.min(0), lm.max(0)
+    (sx, sy), side = hi - lo, float((hi - lo).max())
+    cx = 0.5 * (lo[0] + hi[0]) - 0.02 * sx
+    cy = 0.5 * (lo[1] + hi[1]) - 0.088 * sy
+    return (cx - 0.5 * side, cy - 0.5 * side, cx + 0.5 * side, cy + 0.5 * side)
+
+
+def _refine(image: np.ndarray, lm: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, float]:
+    """Re-run the shape predictor in the box its own landmarks imply, a few times.
+
+    A fallback box that is off makes the landmarks move; a good fit stays put. Returns the last
+    landmarks and their last move (mean point displacement / inter-ocular distance).
+    """
+    drift = math.inf
+    for _ in range(iterations):
+        new = _predict(image, _box_from_landmarks(lm))
+        iod = max(float(np.hypot(*(new[42:48].mean(0) - new[36:42].mean(0)))), 1e-3)
+        drift = float(np.sqrt(((new - lm) ** 2).sum(1)).mean()) / iod
+        lm = new
+    return lm, drift
+
+
+def detect_landmarks(image: np.ndarray) -> Detection:
+    """Find one face (the largest) and its 68 landmarks in an RGB image.
+
+    The plain HOG routes are trusted as soon as their landmarks are plausible. Otherwise each
+    fallback route's landmarks are refined (:func:`_refine`) and kept as candidates if they are
+    plausible, stable (drift under ``_MAX_DRIFT``) and large enough for a tight crop
+    (inter-ocular distance at least ``_MIN_FALLBACK_IOD`` of the shorter image side); the
+    candidate that :func:`face_score` rates best wins if it scores at least ``_VERIFY_THRESHOLD``.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"detect_landmarks needs (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    best = Detection(None, reason="no face found")
+    best_score = _VERIFY_THRESHOLD
+    for route, box, ref, offset in _candidates(image):
+        if box is None:
+            continue
+        lm = _predict(ref, box)
+        if route in ("hog", "hog-padded"):
+            if plausible_landmarks(lm - np.float32(offset), w, h):
+                return Detection(lm - np.float32(offset), route)
+            continue
+        lm, drift = _refine(ref, lm)
+        lm -= np.float32(offset)
+        iod = float(np.hypot(*(lm[42:48].mean(0) - lm[36:42].mean(0))))
+        if drift > _MAX_DRIFT or iod < _MIN_FALLBACK_IOD * min(h, w) or not plausible_landmarks(lm, w, h):
+            continue
+        score = face_score(image, lm)
+        if score >= best_score:
+            best, best_score = Detection(lm, route), score
+    return best
+
+
+def _detect_file(path: str) -> Detection:
+    """Detection for one file (module level, so that worker processes can run it)."""
+    try:
+        image = read_image(path)
+    except ValueError as err:
+        return Detection(None, reason=f"unreadable: {err}")
+    return detect_landmarks(image)
+
+
+# --------------------------------------------------------------------------------------------
+# Cropping
+# --------------------------------------------------------------------------------------------
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.2,
+              raise_by: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size x size`` crop around the landmarks, like a face detector's crop.
+
+    The square's side is ``(1 + 2 margin)`` times the longer side of the landmark box (so the
+    landmark box spans about 70 % of it at the default), centred on the box and raised by
+    ``raise_by`` of the side to include the forehead. Outside the image is filled by reflection.
+
+    Returns:
+        ``(crop (size, size, 3) uint8, landmarks (68, 2) float32 in crop pixels)``.
+    """
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    side = (1.0 + 2.0 * margin) * float((hi - lo).max())
+    cx, cy = 0.5 * (lo + hi)
+    cy -= raise_by * side
+    x0, y0 = int(math.floor(cx - 0.5 * side)), int(math.floor(cy - 0.5 * side))
+    n = max(1, int(round(side)))
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + n - w, y0 + n - h)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    patch = image[y0 + pad : y0 + pad + n, x0 + pad : x0 + pad + n]
+    interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
+    crop = cv2.resize(patch, (size, size), interpolation=interp)
+    k = size / n
+    lm = (landmarks - np.array([x0, y0], np.float32) + 0.5) * k - 0.5  # pixel centres map
+    return crop, lm.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The face source
+# --------------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/dfattn/landmarks`` (``~/.cache/dfattn/landmarks`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dfattn" / "landmarks"
+
+
+class FolderFaces:
+    """A :class:`~dfattn.data.faces.FaceSource` over a folder of real face photos.
+
+    Landmarks are found once per file (:func:`detect_landmarks`) and cached in
+    ``cache_dir/<hash of the folder's absolute path>.json``, keyed by relative path, modification
+    time and size, so a second construction reads them back without detecting anything. Files
+    that cannot be read or show no face are skipped and listed in :attr:`skipped` as
+    ``(relative path, reason)``, with a logged warning.
+
+    Args:
+        root: folder of images (searched recursively).
+        size: if given, faces are cropped to ``size x size`` around their landmarks
+            (:func:`crop_face` with ``margin``); otherwise images are served as they are.
+        cache_dir: where the landmark cache lives (default :func:`default_cache_dir`).
+        detector: ``"dlib"`` (the only one).
+        identity: ``"file"`` (each image its own person) or ``"folder"`` (one person per
+            sub-folder of ``root``).
+        margin: crop margin for ``size``.
+        workers: processes for detecting uncached files (results do not depend on it).
+    """
+
+    def __init__(self, root: str | os.PathLike, size: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, detector: str = "dlib",
+                 identity: str = "file", margin: float = 0.2, workers: int = 1):
+        if detector != "dlib":
+            raise ValueError(f"unknown detector {detector!r}: only 'dlib' is available")
+        if identity not in ("file", "folder"):
+            raise ValueError(f"identity must be 'file' or 'folder', got {identity!r}")
+        self.root = Path(root).resolve()
+        self.size, self.margin = size, margin
+        files = list_images(self.root)
+        rel = [p.relative_to(self.root).as_posix() for p in files]
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_path = cache_dir / (hashlib.sha1(str(self.root).encode()).hexdigest()[:16] + ".json")
+        results = self._landmarks(rel, workers)
+
+        self.files: list[str] = []  # relative paths of the faces served
+        self.methods: list[str] = []  # detection route of each
+        self._landmarks_px: list[np.ndarray] = []
+        self.skipped: list[tuple[str, str]] = []
+        for name in rel:
+            det = results[name]
+            if det.landmarks is None:
+                self.skipped.append((name, det.reason))
+            else:
+                self.files.append(name)
+                self.methods.append(det.method)
+                self._landmarks_px.append(det.landmarks)
+        if identity == "file":
+            self.identities = list(range(len(self.files)))
+        else:
+            folders = sorted({str(Path(f).parent) for f in self.files})
+            index = {d: i for i, d in enumerate(folders)}
+            self.identities = [index[str(Path(f).parent)] for f in self.files]
+        if self.skipped:
+            shown = ", ".join(f"{n} ({r.split(':')[0]})" for n, r in self.skipped[:20])
+            more = f" and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""
+            log.warning("%s: skipped %d of %d images: %s%s (see FolderFaces.skipped)",
+                        self.root, len(self.skipped), len(rel), shown, more)
+
+    def _landmarks(self, rel: list[str], workers: int) -> dict[str, Detection]:
+        """Cached detections where the file is unchanged, fresh ones (then cached) otherwise."""
+        cache = self._read_cache()
+        results: dict[str, Detection] = {}
+        todo: list[str] = []
+        stats = {}
+        for name in rel:
+            st = (self.root / name).stat()
+            stats[name] = {"mtime": st.st_mtime_ns, "size": st.st_size}
+            entry = cache.get(name)
+            if entry and entry["mtime"] == st.st_mtime_ns and entry["size"] == st.st_size:
+                lm = entry["landmarks"]
+                results[name] = Detection(None if lm is None else np.array(lm, np.float32),
+                                          entry["method"], entry["reason"])
+            else:
+                todo.append(name)
+        if todo:
+            paths = [str(self.root / n) for n in todo]
+            if workers > 1 and len(todo) > 1:
+                with get_context("spawn").Pool(workers) as pool:
+                    found = pool.map(_detect_file, paths, chunksize=max(1, len(paths) // (4 * workers)))
+            else:
+                found = [_detect_file(p) for p in paths]
+            results.update(zip(todo, found))
+            self._write_cache({
+                name: {**stats[name], "method": d.method, "reason": d.reason,
+                       "landmarks": None if d.landmarks is None else d.landmarks.round(3).tolist()}
+                for name, d in results.items()
+            })
+        return results
+
+    def _read_cache(self) -> dict:
+        try:
+            data = json.loads(self.cache_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("version") != CACHE_VERSION or data.get("root") != str(self.root):
+            return {}
+        return data.get("entries", {})
+
+    def _write_cache(self, entries: dict) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": CACHE_VERSION, "root": str(self.root),
+                                   "entries": entries}))
+        os.replace(tmp, self.cache_path)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return (f"FolderFaces({str(self.root)!r}, size={self.size}: {len(self)} faces, "
+                f"{len(self.skipped)} skipped)")
+
+    def landmarks(self, i: int) -> np.ndarray:
+        """Landmarks of face ``i`` in the pixels of the original image."""
+        return self._landmarks_px[i].copy()
+
+    def __getitem__(self, i: int) -> Face:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"face {i} out of range for {self!r}")
+        name = self.files[i]
+        image = read_image(self.root / name)
+        lm = self._landmarks_px[i]
+        if self.size is not None:
+            image, lm = crop_face(image, lm, self.size, self.margin)
+        return Face(image, lm.copy(), self.identities[i], name, meta={"method": self.methods[i]})
