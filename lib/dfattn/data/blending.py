@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from dfattn.data.faces import Face, FaceSource
-from dfattn.data.manipulations import _face_scale, similarity_transform
+from dfattn.data.manipulations import _face_scale, lab_colour_transfer, similarity_transform
 from dfattn.data.masks import MASK_TYPES, draw_hulls, hull_pieces, with_forehead
 
 __all__ = [
@@ -488,34 +488,6 @@ def self_blend(
 # ------------------------------------------------------------------------------------------------
 # BI: colour transfer, donors by landmark similarity
 # ------------------------------------------------------------------------------------------------
-
-
-def lab_colour_transfer(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Match the per-channel mean and std of ``image`` to ``reference`` in CIELAB over ``region``.
-
-    Reinhard et al., "Color Transfer between Images" (IEEE CG&A 2001), restricted to the face:
-    ``(x - mu_image) * sd_reference / sd_image + mu_reference`` per LAB channel. On 8-bit LAB that
-    map is a lookup table, so the whole transfer is three colour conversions, two masked
-    ``cv2.meanStdDev`` and one ``cv2.LUT``.
-
-    Args:
-        image, reference: ``(H, W, 3)`` uint8 RGB of one size.
-        region: ``(H, W)`` mask, non-zero where the statistics are taken.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    inside = (np.asarray(region) > 0).astype(np.uint8)
-    if not inside.any():
-        raise ValueError("lab_colour_transfer: the region is empty")
-    src = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB)
-    mu_s, sd_s = (v[:, 0] for v in cv2.meanStdDev(src, mask=inside))
-    mu_r, sd_r = (v[:, 0] for v in cv2.meanStdDev(ref, mask=inside))
-    levels = np.arange(256, dtype=np.float64)[:, None]  # (256, 1)
-    lut = (levels - mu_s) * ((sd_r + 1e-3) / (sd_s + 1e-3)) + mu_r  # (256, 3)
-    lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8).reshape(1, 256, 3)
-    return cv2.cvtColor(cv2.LUT(src, lut), cv2.COLOR_LAB2RGB)
 
 
 def _centred_complex(landmarks: np.ndarray) -> np.ndarray:

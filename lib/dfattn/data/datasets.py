@@ -52,25 +52,21 @@ def pair_augmentation(jpeg: bool = True) -> A.Compose:
     return A.Compose(ops, additional_targets={"fake": "image"}, seed=None)
 
 
-def _to_image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+def _image_array(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(3, size, size)`` float32 in [0, 1] (NumPy: tiny torch ops on
+    per-item tensors cost more in thread-pool overhead than the work itself)."""
     if image.shape[0] != size or image.shape[1] != size:
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    return image.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
 
 
-def _to_mask_tensor(mask: np.ndarray | None, size: int) -> torch.Tensor:
+def _mask_array(mask: np.ndarray | None, size: int) -> np.ndarray:
+    """``(1, size, size)`` float32 mask in [0, 1]; zeros for ``None`` (a real image)."""
     if mask is None:
-        return torch.zeros(1, size, size)
+        return np.zeros((1, size, size), np.float32)
     if mask.shape[0] != size or mask.shape[1] != size:
         mask = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    return torch.from_numpy(np.clip(mask, 0.0, 1.0).astype(np.float32))[None]
-
-
-def _targets(
-    mask: np.ndarray | None, heatmap_size: int, ratio: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    heatmap, consistency, _ = laanet_targets(mask, heatmap_size, ratio=ratio)
-    return torch.from_numpy(heatmap)[None], torch.from_numpy(consistency)[None]
+    return np.clip(mask, 0.0, 1.0, dtype=np.float32)[None]
 
 
 def _maybe_flip(face: Face, rng: np.random.Generator) -> Face:
@@ -148,16 +144,17 @@ class PseudoFakePairs(Dataset):
             real, fake = out["image"], out["fake"]
         S, h = self.image_size, self.heatmap_size
         # B of the unscaled mask times the ratio: the ring of the true transition (targets.py).
-        heatmap, consistency = _targets(result.mask_unscaled, h, result.ratio)
-        zeros = torch.zeros(1, h, h)
-        return {
-            "image": torch.stack([_to_image_tensor(real, S), _to_image_tensor(fake, S)]),
-            "label": torch.tensor([0.0, 1.0]),
-            "mask": torch.stack([torch.zeros(1, S, S), _to_mask_tensor(mask, S)]),
-            "heatmap": torch.stack([zeros, heatmap]),
-            "consistency": torch.stack([zeros, consistency]),
-            "index": torch.tensor([index, index]),
+        heatmap, consistency, _ = laanet_targets(result.mask_unscaled, h, ratio=result.ratio)
+        zeros = np.zeros((1, h, h), np.float32)
+        arrays = {
+            "image": np.stack([_image_array(real, S), _image_array(fake, S)]),
+            "label": np.array([0.0, 1.0], np.float32),
+            "mask": np.stack([_mask_array(None, S), _mask_array(mask, S)]),
+            "heatmap": np.stack([zeros, heatmap[None]]),
+            "consistency": np.stack([zeros, consistency[None]]),
+            "index": np.array([index, index]),
         }
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
 def collate_pairs(batch: Sequence[Item]) -> Item:
@@ -231,9 +228,9 @@ class ManipulationBenchmark(Dataset):
             image = self.degradation(image, rng)
         S = self.image_size
         return {
-            "image": _to_image_tensor(image, S),
+            "image": torch.from_numpy(_image_array(image, S)),
             "label": torch.tensor(float(slot > 0)),
-            "mask": _to_mask_tensor(mask, S),
+            "mask": torch.from_numpy(_mask_array(mask, S)),
             "family": torch.tensor(slot),
             "index": torch.tensor(face_index),
         }

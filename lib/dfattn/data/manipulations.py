@@ -50,6 +50,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "jpeg",
+    "lab_colour_transfer",
     "pick_donor",
     "poisson_swap",
     "region_swap",
@@ -235,18 +236,32 @@ def _blend(new: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarra
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _lab_transfer(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
+def lab_colour_transfer(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Match the per-channel mean and std of ``image`` to ``reference`` in CIELAB over ``region``.
 
-    Reinhard et al., "Color Transfer between Images" (IEEE CG&A 2001), restricted to the face.
+    Reinhard et al., "Color Transfer between Images" (IEEE CG&A 2001), restricted to the face:
+    ``(x - mu_image) * sd_reference / sd_image + mu_reference`` per LAB channel. On 8-bit LAB that
+    map is a lookup table, so the whole transfer is three colour conversions, two masked
+    ``cv2.meanStdDev`` and one ``cv2.LUT``.
+
+    Args:
+        image, reference: ``(H, W, 3)`` uint8 RGB of one size.
+        region: ``(H, W)`` mask, non-zero where the statistics are taken.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
     """
-    inside = region.astype(bool)
-    src = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
-    mu_s, sd_s = src[inside].mean(0), src[inside].std(0) + 1e-3
-    mu_r, sd_r = ref[inside].mean(0), ref[inside].std(0) + 1e-3
-    out = (src - mu_s) * (sd_r / sd_s) + mu_r
-    return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    inside = (np.asarray(region) > 0).astype(np.uint8)
+    if not inside.any():
+        raise ValueError("lab_colour_transfer: the region is empty")
+    src = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB)
+    mu_s, sd_s = (v[:, 0] for v in cv2.meanStdDev(src, mask=inside))
+    mu_r, sd_r = (v[:, 0] for v in cv2.meanStdDev(ref, mask=inside))
+    levels = np.arange(256, dtype=np.float64)[:, None]  # (256, 1)
+    lut = (levels - mu_s) * ((sd_r + 1e-3) / (sd_s + 1e-3)) + mu_r  # (256, 3)
+    lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8).reshape(1, 256, 3)
+    return cv2.cvtColor(cv2.LUT(src, lut), cv2.COLOR_LAB2RGB)
 
 
 def _face_scale(landmarks: np.ndarray) -> float:
@@ -301,7 +316,7 @@ def face_swap(
     hull = _hull_mask(target, (FACE,))
     warped = warp_to_landmarks(donor, target.landmarks, hull.shape, warp)
     if colour_match:
-        warped = _lab_transfer(warped, target.image, hull)
+        warped = lab_colour_transfer(warped, target.image, hull)
     weight = _feather(_grow(hull, -round(erode * size)), sigma * size)
     image = _blend(warped, target.image, weight)
     params = {"warp": warp, "erode": erode, "sigma": sigma, "colour_match": colour_match}
