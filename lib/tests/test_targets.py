@@ -168,3 +168,15 @@ def test_targets_at_heatmap_resolution_and_non_square():
     t = laanet_targets(soft_disc(256, 70, 5), (48, 64))
     assert all(x.shape == (48, 64) for x in t)
     assert t.heatmap.max() == 1.0
+
+
+def test_consistency_target_does_not_depend_on_the_blend_ratio():
+    """Partial blends keep the ring and a zero background in the consistency target."""
+    yy, xx = np.mgrid[:64, :64]
+    soft = np.clip((20.0 - np.hypot(yy - 32, xx - 32)) / 6.0 + 0.5, 0, 1).astype(np.float32)
+    full = laanet_targets(soft, 32, ratio=1.0)
+    quarter = laanet_targets(soft, 32, ratio=0.25)
+    np.testing.assert_allclose(quarter.consistency, full.consistency, atol=1e-5)
+    np.testing.assert_allclose(quarter.boundary, 0.25 * full.boundary, atol=1e-6)
+    assert quarter.consistency[0, 0] == pytest.approx(0, abs=1e-3)
+    assert quarter.consistency.max() == pytest.approx(1.0)

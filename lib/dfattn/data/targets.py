@@ -19,7 +19,8 @@ Real images (no mask, or an all-zero one) get all-zero targets, as in LAA-Net's 
 ``r = 1``: for ``r <= 0.5``, ``r M`` never reaches 0.5 and B becomes a filled blob (``sbi.md`` §7).
 :func:`laanet_targets` computes B of the mask it is given; with ``ratio=r`` it treats the mask as
 the *unscaled* soft mask and returns ``r * 4 M (1 - M)``: the ring of the true transition, fainter
-for partial blends. We recommend the latter (pass ``BlendResult.mask_unscaled`` and
+for partial blends; the consistency target is then computed on the unscaled ring (its value does
+not depend on ``r``, and it is 0 away from the boundary for every ratio). We recommend the latter (pass ``BlendResult.mask_unscaled`` and
 ``BlendResult.ratio``); passing ``BlendResult.mask`` without a ratio reproduces the blob, and
 ``BlendResult.mask_unscaled`` without a ratio the full-strength ring for every ``r``.
 
@@ -346,5 +347,9 @@ def laanet_targets(
     boundary = blending_boundary(mask, ratio, size)
     points = vulnerable_points(boundary, grid, quantize)
     heatmap = heatmap_target(boundary, None, grid, quantize, min_overlap, radius, points)
-    consistency = consistency_target(boundary, points, grid, quantize)
+    # The consistency target asks "does this pixel carry the same blending trace as the anchor?",
+    # which the blend ratio does not change: it is computed on the unscaled ring, so that away
+    # from the boundary it is 0 (not 1 - r) for partial blends too.
+    unscaled = boundary / np.float32(ratio) if ratio else boundary
+    consistency = consistency_target(unscaled, points, grid, quantize)
     return LAANetTargets(heatmap, consistency, boundary)
