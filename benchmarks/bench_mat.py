@@ -1,6 +1,7 @@
 """MAT throughput: forward and train-step images/s, with and without AGDA, and the effect of channels_last.
 
-Run as ``python benchmarks/bench_mat.py`` (``--repeats``, ``--profile``, ``--skip-official``). Cases:
+Run as ``python benchmarks/bench_mat.py`` (``--repeats``, ``--profile``, ``--skip-official``,
+``--device cuda``, ``--batch``). Cases:
 
 - the profile's backbone at the profile's image size (``cpu``: EfficientNet-Lite0, 128 px), batch 8;
 - EfficientNet-B4 at 380 px, batch 4, the setting of the reference measurements, for the paper
@@ -40,29 +41,31 @@ OFFICIAL = {"forward": 2.8, "train": 0.85, "train+AGDA": 0.39}
 GOAL = 1.3
 
 
-def best_seconds(fn: Callable[[], None], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeats):
+def best_seconds(fn: Callable[[], None], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    def timed() -> float:
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        timed()
+    return min(timed() for _ in range(repeats))
 
 
 def measure(config: MATConfig, size: int, batch: int, repeats: int, channels_last: bool,
-            agda: bool = True) -> dict[str, float]:
+            agda: bool = True, device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Images/s of forward (eval, no grad), train step, and (if ``agda``) train step with AGDA."""
     torch.manual_seed(0)
-    model = MAT(config.replace(agda_weight=0.0, pretrain_epochs=0))
-    images = torch.rand(batch, 3, size, size)
-    labels = torch.arange(batch) % 2
+    model = MAT(config.replace(agda_weight=0.0, pretrain_epochs=0)).to(device)
+    images = torch.rand(batch, 3, size, size, device=device)
+    labels = torch.arange(batch, device=device) % 2
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-6)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device).manual_seed(0)
 
     def forward() -> None:
         with torch.no_grad():
@@ -75,12 +78,12 @@ def measure(config: MATConfig, size: int, batch: int, repeats: int, channels_las
         optimiser.step()
 
     model.eval()
-    out = {"forward": batch / best_seconds(forward, repeats)}
+    out = {"forward": batch / best_seconds(forward, repeats, device)}
     model.train()
-    out["train"] = batch / best_seconds(train_step, repeats)
+    out["train"] = batch / best_seconds(train_step, repeats, device)
     if agda:
         model.config = model.config.replace(agda_weight=1.0)
-        out["train+AGDA"] = batch / best_seconds(train_step, repeats, warmup=0)
+        out["train+AGDA"] = batch / best_seconds(train_step, repeats, device, warmup=0)
     return out
 
 
@@ -100,30 +103,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", default="cpu", help="profile for the small case (smoke | cpu | gpu)")
     parser.add_argument("--skip-official", action="store_true", help="only the paper configuration")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the reference numbers are CPU ones)")
+    parser.add_argument("--batch", type=int, default=4, help="batch of the B4 380 px case")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    reference = device.type == "cpu" and args.batch == 4
     start = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (the 2 cores are shared: pessimistic numbers)")
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} CPU threads; load average "
+          f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared cores: pessimistic numbers)")
 
     profile = get_profile(args.profile)
     small = MATConfig(backbone=profile.backbone)
     for cl in (False, True):
-        rates = measure(small, profile.image_size, 8, args.repeats, channels_last=cl)
+        rates = measure(small, profile.image_size, 8, args.repeats, channels_last=cl, device=device)
         report(f"paper, {profile.backbone} {profile.image_size} px, batch 8, "
                f"{'channels_last' if cl else 'contiguous'}", rates, reference=False)
 
     b4 = MATConfig(backbone="efficientnet_b4")
-    contiguous = measure(b4, 380, 4, args.repeats, channels_last=False, agda=False)
-    report("paper, B4 380 px, batch 4, contiguous", contiguous, reference=True)
-    channels_last = measure(b4, 380, 4, args.repeats, channels_last=True)
-    report("paper, B4 380 px, batch 4, channels_last", channels_last, reference=True)
+    b = args.batch
+    contiguous = measure(b4, 380, b, args.repeats, channels_last=False, agda=False, device=device)
+    report(f"paper, B4 380 px, batch {b}, contiguous", contiguous, reference)
+    channels_last = measure(b4, 380, b, args.repeats, channels_last=True, device=device)
+    report(f"paper, B4 380 px, batch {b}, channels_last", channels_last, reference)
     speedup = {k: channels_last[k] / contiguous[k] for k in contiguous}
     print(f"{'channels_last / contiguous (paper, B4)':44s} "
           + "; ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
     if not args.skip_official:
         official = MATConfig.official(backbone="efficientnet_b4")
-        report("official config, B4 380 px, batch 4, contig.",
-               measure(official, 380, 4, max(2, args.repeats - 1), channels_last=False), reference=True)
+        report(f"official config, B4 380 px, batch {b}, contig.",
+               measure(official, 380, b, max(2, args.repeats - 1), channels_last=False, device=device),
+               reference)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{time.perf_counter() - start:.0f} s in all")
 

@@ -61,13 +61,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from myst_nb import glue
-from torch.utils.flop_counter import FlopCounterMode
 
 from dfattn.config import figures_dir, get_device, get_profile, seed_everything
 from dfattn.data.datasets import PseudoFakePairs, collate_pairs
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
+from dfattn.models.profile import count_flops, count_parameters
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -332,6 +332,10 @@ summary = pd.DataFrame({
     f"{variant}, {'with' if ril else 'without'} RIL": history.iloc[-1][["ce", "map overlap", "feature similarity"]]
     for (variant, ril), (_, history) in runs.items()
 }).T.round(3)
+for (variant, ril), (_, history) in runs.items():
+    for column in ("map overlap", "feature similarity"):
+        name = f"ril_{variant}_{'with' if ril else 'no'}_{column.split()[0]}"
+        glue(name, float(history.iloc[-1][column]), display=False)
 summary
 
 # %% tags=["hide-input"]
@@ -361,15 +365,26 @@ save(fig, "02b_ril_overlap")
 # heads' semantic features; right: the training cross-entropy.
 # ```
 #
-# In these runs ({numref}`fig-02b-ril-overlap`) the RIL separates the heads' *features* at once in
-# both variants, and with the official settings pushes them to negative cosines. The paper's version
-# is much weaker than it looks: its inter-centre margin of 0.2 on *squared* distances between unit
-# vectors is met by two centres only about 26 degrees apart, so once the centres differ that much,
-# only the intra term (consistency across faces) is active, and the attention *maps* overlap about as
-# much as without the loss. The official settings (margin 0.8 on plain distances, about 47 degrees,
-# with a gradient scaled by $1 / (M\alpha)$) also lower the map overlap clearly. These are short runs
-# on synthetic faces, one seed: they show what the loss does mechanically, not what it is worth on
-# FaceForensics++ (independent reproductions found no gain of MAT over its plain backbone there).
+# In these runs ({numref}`fig-02b-ril-overlap`) the RIL separates the heads' semantic *features*
+# in both variants: after the last step the mean cosine between two heads' features is
+# {glue:text}`ril_paper_with_feature:.2f` with the paper's loss against
+# {glue:text}`ril_paper_no_feature:.2f` without it, and {glue:text}`ril_official_with_feature:.2f`
+# with the official loss (which pushes the heads to opposite directions) against
+# {glue:text}`ril_official_no_feature:.2f` without. The attention *maps* follow much less: with the
+# official settings their overlap ends at {glue:text}`ril_official_with_map:.2f` against
+# {glue:text}`ril_official_no_map:.2f` without the loss, with the paper's at
+# {glue:text}`ril_paper_with_map:.2f` against {glue:text}`ril_paper_no_map:.2f`.
+#
+# Two reasons. The paper's inter-centre margin is weak: 0.2 on *squared* distances is met by unit
+# vectors about 26 degrees apart, so once the centres differ that much only the intra term (each
+# head consistent across faces) acts; the official margin (0.8 on plain distances, about 47
+# degrees, with a gradient scaled by $1 / (M\alpha)$) keeps pushing. And both act on features
+# pooled from the *low-level* map $D$: two regions of similar texture give similar features, so
+# separated features do not require disjoint maps, and disjoint maps do not guarantee separated
+# features. These are short runs on synthetic faces with one seed (in the other seeds and sizes we
+# tried, the feature separation was consistent and the map effect was not): they show what the
+# loss does mechanically, not what it is worth on real deepfakes, where independent reproductions
+# found no gain of MAT over its plain backbone.
 #
 # The maps of the two models trained with the RIL, on held-out faces:
 
@@ -429,25 +444,26 @@ print(f"heads chosen (paper): {paper_aug.head.tolist()}; pixels where A* = 0: "
       f"{unchanged.float().mean():.0%}, all equal there: {torch.equal(paper_aug.image[unchanged], images[unchanged])}")
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(3, 6, figsize=(13, 6.6))
+fig, axes = plt.subplots(3, 8, figsize=(15, 6.0))
 for r in range(3):
     show(axes[r, 0], to_image(images[r]), "image I")
-    show(axes[r, 1], paper_aug.weight[r, 0].cpu().numpy(), f"A* (head {int(paper_aug.head[r]) + 1})",
-         cmap="gray", vmin=0, vmax=1)
-    show(axes[r, 2], to_image(degraded[r]), "degraded I_d")
-    show(axes[r, 3], to_image(paper_aug.image[r]), "I' (paper)")
-    show(axes[r, 4], official_aug.weight[r, 0].cpu().numpy(),
-         f"A* official (head {int(official_aug.head[r]) + 1})", cmap="gray", vmin=0, vmax=1)
-    show(axes[r, 5], to_image(official_aug.image[r]), "I' (official)")
+    show(axes[r, 1], to_image(degraded[r]), "degraded I_d")
+    for c, (name, aug) in enumerate([("paper", paper_aug), ("official", official_aug)]):
+        show(axes[r, 2 + 3 * c], aug.weight[r, 0].cpu().numpy(), f"A* {name} (head {int(aug.head[r]) + 1})",
+             cmap="gray", vmin=0, vmax=1)
+        show(axes[r, 3 + 3 * c], to_image(aug.image[r]), f"I' ({name})")
+        show(axes[r, 4 + 3 * c], (aug.image[r] - images[r]).abs().mean(0).cpu().numpy(), "|I' - I|",
+             cmap="magma", vmin=0, vmax=0.25)
 save(fig, "02b_agda")
 
 # %% [markdown]
 # ```{glue:figure} 02b_agda
 # :name: fig-02b-agda
 #
-# AGDA on three held-out faces with the maps of the paper model trained with the RIL: the chosen
-# normalised map $A^*$, the degraded image and the blend; the last two columns with the official
-# settings (soft-thresholded map, scale 0.5, noise).
+# AGDA on three held-out faces with the maps of the paper model trained with the RIL: the degraded
+# image (paper settings), then for the paper's and the official settings the chosen normalised map
+# $A^*$, the augmented image and its absolute difference from the original (official: soft
+# threshold, scale 0.5, noise).
 # ```
 #
 # ## The two-stage schedule of the official code
@@ -469,20 +485,11 @@ pd.DataFrame([
 # %% [markdown]
 # ## Parameters and FLOPs
 #
-# FLOPs of one forward pass of one image, counted by PyTorch's `FlopCounterMode` on the `meta`
-# device (a multiply-add counts as 2 FLOPs; convolutions and matrix products only, as usual).
+# FLOPs of one forward pass of one image, counted with `dfattn.models.profile` (PyTorch's
+# `FlopCounterMode`, here on the `meta` device; a multiply-add counts as 2 FLOPs, convolutions and
+# matrix products only, as usual). The stage-1 classifier of the official schedule is left out.
 
 # %%
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def count_flops(model: torch.nn.Module, size: int) -> int:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.empty(1, 3, size, size, device="meta"))
-    return counter.get_total_flops()
-
-
 rows = []
 for setting, backbone, size in [("paper scale", "efficientnet_b4", 380),
                                  ("cpu profile", "efficientnet_lite0", 128),
@@ -492,24 +499,40 @@ for setting, backbone, size in [("paper scale", "efficientnet_b4", 380),
         net = on_meta(MATConfig.official(backbone=backbone) if variant == "official" else config)
         total, body = count_parameters(net), count_parameters(net.backbone)
         stage1 = count_parameters(net.plain_head) if net.plain_head is not None else 0
+        flops, per_block = count_flops(net, torch.empty(1, 3, size, size, device="meta"))
         rows.append({"setting": setting, "backbone": backbone, "px": size, "variant": variant,
                      "params (M)": round((total - stage1) / 1e6, 3),
                      "backbone params (M)": round(body / 1e6, 3),
                      "MAT blocks params (M)": round((total - body - stage1) / 1e6, 3),
-                     "GFLOPs": round(count_flops(net, size) / 1e9, 3)})
+                     "GFLOPs": round(flops / 1e9, 3),
+                     "backbone GFLOPs": round(per_block["backbone"] / 1e9, 3),
+                     "texture block GFLOPs": round(per_block["texture"] / 1e9, 3)})
 table = pd.DataFrame(rows)
+b4 = table[table.px == 380].set_index("variant")
+for variant in ("paper", "official"):
+    glue(f"b4_{variant}_params", float(b4.loc[variant, "params (M)"]), display=False)
+    glue(f"b4_{variant}_gflops", float(b4.loc[variant, "GFLOPs"]), display=False)
+    extra = b4.loc[variant, "GFLOPs"] / b4.loc[variant, "backbone GFLOPs"] - 1
+    glue(f"b4_{variant}_extra_flops", float(100 * extra), display=False)
 table.to_csv(FIG / "02b_params_flops.csv", index=False)
 (FIG / "02b_params_flops.md").write_text(table.to_markdown(index=False) + "\n")
 table
 
 # %% [markdown]
 # The backbone dominates the parameters in both variants (the official code's model was measured
-# at 18.83 M parameters, of which 17.55 M are the backbone; our official variant matches that
-# count). In compute the difference is large: the official per-head texture block runs four dense
-# blocks at stride 4 and adds about half of the backbone's FLOPs; the paper's shared block adds
-# about a seventh. `benchmarks/bench_mat.py` measures the speed: with the paper settings and
-# `channels_last`, B4 at 380 px (batch 4) runs about 1.8x the official code's forward throughput
-# and 1.4-1.8x its training throughput on the same 2-core CPU machines, with and without AGDA.
+# at 18.83 M parameters, of which 17.55 M are the backbone plus its unused classifier; our
+# official variant has the same count with the stage-1 classifier, 18.82 M without it). In compute
+# the variants differ: at 380 px the MAT blocks add {glue:text}`b4_paper_extra_flops:.0f` % to the
+# backbone's FLOPs with the paper's shared texture block, and {glue:text}`b4_official_extra_flops:.0f` %
+# with the official one, which runs four dense blocks (one per head) at stride 4.
+#
+# `benchmarks/bench_mat.py` measures the speed. On the 2-core CPU machines of this project (shared
+# with other jobs, so the numbers are pessimistic), B4 at 380 px with batch 4 and the paper
+# settings in `channels_last` ran the forward pass at about 1.8x the official code's throughput
+# and a training step at about 1.4x (1.8x with AGDA); `channels_last` itself gave about 1.13x. The
+# official settings are no faster than the official code: their texture block dominates the
+# extra cost. On one H100 (fp32, batch 16) the paper settings trained at about 290 images/s, 155
+# with AGDA.
 #
 # ## Summary
 #
@@ -525,8 +548,11 @@ table
 #   a second forward pass, as in the official code.
 # - **Schedule.** The official two-stage schedule is one config field; the model tells the trainer
 #   what is active at each epoch.
-# - **Cost.** B4 at 380 px: 17.6 M parameters and about 10 GFLOPs per image with the paper's
-#   blocks, 18.8 M and about 15 GFLOPs with the official ones.
+# - **Cost.** B4 at 380 px: {glue:text}`b4_paper_params:.1f` M parameters and
+#   {glue:text}`b4_paper_gflops:.1f` GFLOPs per image with the paper's blocks,
+#   {glue:text}`b4_official_params:.1f` M and {glue:text}`b4_official_gflops:.1f` GFLOPs with the
+#   official ones.
 #
-# Chapter 3 trains MAT next to LAA-Net under one protocol and evaluates both on held-out
-# manipulations.
+# What is left for the trainer: it calls `model.set_epoch(e)` at the start of every epoch, builds
+# its optimiser from `model.trainable_parameters(e)` when the stage changes, and steps on
+# `model.training_step(images, labels, generator).total`.

@@ -92,8 +92,18 @@ def resolve_profile_name(param: str | None = None) -> str:
     return "gpu" if _cuda_available() else "cpu"
 
 
+PRETRAINED_ENV = "DFATTN_PRETRAINED"
+
+
 def get_profile(param: str | None = None, **overrides: Any) -> Profile:
-    """Resolve the profile (see :func:`resolve_profile_name`) and apply field overrides."""
+    """Resolve the profile (see :func:`resolve_profile_name`) and apply field overrides.
+
+    ``$DFATTN_PRETRAINED=0`` turns ImageNet weights off (e.g. the ``gpu`` profile's B4 on a machine
+    that cannot download them); an explicit ``pretrained=`` override wins over it.
+    """
+    env = os.environ.get(PRETRAINED_ENV)
+    if env is not None and overrides.get("pretrained") is None:
+        overrides["pretrained"] = env.strip().lower() not in ("0", "false", "no", "")
     return PROFILES[resolve_profile_name(param)].replace(**overrides)
 
 

@@ -63,3 +63,11 @@ def test_smoke_figures_never_touch_the_book(tmp_path, monkeypatch):
     assert config.figures_dir("smoke") == tmp_path / "runs" / "smoke" / "figures"
     assert config.figures_dir("cpu") == tmp_path / "figures"
     assert config.runs_dir(PROFILES["gpu"]).is_dir()
+
+
+def test_pretrained_can_be_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("DFATTN_PRETRAINED", "0")
+    assert get_profile("gpu").pretrained is False
+    assert get_profile("gpu", pretrained=True).pretrained is True
+    monkeypatch.delenv("DFATTN_PRETRAINED")
+    assert get_profile("gpu").pretrained is True

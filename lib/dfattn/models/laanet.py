@@ -242,8 +242,8 @@ class LAANet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def consistency_map(embedding: Tensor, target: Tensor) -> Tensor:
-    """Predicted consistency: ``sigmoid(<e_anchor, e_p> / sqrt(D))`` for every pixel ``p``.
+def consistency_logits(embedding: Tensor, target: Tensor) -> Tensor:
+    """Logits of the predicted consistency: ``<e_anchor, e_p> / sqrt(D)`` for every pixel ``p``.
 
     The anchor of each image is the argmax of its *target* consistency map (the first maximum in
     raster order: a vulnerable point for a fake, pixel (0, 0) for a real image's all-zero target),
@@ -253,14 +253,19 @@ def consistency_map(embedding: Tensor, target: Tensor) -> Tensor:
         embedding: ``(B, D, h, w)``; target: ``(B, 1, h, w)``.
 
     Returns:
-        ``(B, 1, h, w)`` in (0, 1).
+        ``(B, 1, h, w)`` logits.
     """
     b, d, h, w = embedding.shape
     flat = embedding.flatten(2)  # (B, D, h w)
     anchor = target.flatten(1).argmax(dim=1)  # (B,)
     e_anchor = flat[torch.arange(b, device=flat.device), :, anchor]  # (B, D)
     similarity = torch.einsum("bd,bdp->bp", e_anchor, flat) / math.sqrt(d)  # (B, h w)
-    return torch.sigmoid(similarity).view(b, 1, h, w)
+    return similarity.view(b, 1, h, w)
+
+
+def consistency_map(embedding: Tensor, target: Tensor) -> Tensor:
+    """Predicted consistency ``sigmoid(<e_anchor, e_p> / sqrt(D))`` in (0, 1), ``(B, 1, h, w)``."""
+    return torch.sigmoid(consistency_logits(embedding, target))
 
 
 def focal_loss(logits: Tensor, target: Tensor, label_smoothing: float = 1.0,
@@ -309,8 +314,8 @@ def laanet_loss(output: LAANetOutput, batch: dict[str, Tensor],
         parts["heatmap"] = focal_loss(output.heatmap, batch["heatmap"], weights.label_smoothing)
     if output.embedding is not None and weights.consistency:
         target = batch["consistency"]
-        predicted = consistency_map(output.embedding, target)
-        parts["consistency"] = F.binary_cross_entropy(predicted, target)
+        logits = consistency_logits(output.embedding, target).float()  # BCE in fp32 under AMP
+        parts["consistency"] = F.binary_cross_entropy_with_logits(logits, target.float())
     scale = {"cls": weights.cls, "heatmap": weights.heatmap, "consistency": weights.consistency}
     total = sum(scale[k] * v for k, v in parts.items())
     return total, {k: v.detach() for k, v in parts.items()}
@@ -326,6 +331,7 @@ __all__ = [
     "LAANetOutput",
     "OFFICIAL_BI_WEIGHTS",
     "OFFICIAL_SBI_WEIGHTS",
+    "consistency_logits",
     "consistency_map",
     "focal_loss",
     "gated_fusion",

@@ -2,13 +2,14 @@
 
 MAT treats deepfake detection as *fine-grained* classification: the evidence is subtle and local,
 so the network looks at several regions at once (``M`` attention maps) and reads shallow *texture*
-there, beside a deep global feature. The blocks, in the order of the paper (``mat.md`` §1-§3):
+there, beside a deep global feature. The blocks, in the order of the paper (section numbers of arXiv 2103.02406; the
+re-implementation notes are ``mat.md`` §1-§3):
 
 =====================================  ==========================================================
 paper                                  here
 =====================================  ==========================================================
 §3.1 backbone, layers SL_t and SL_a    :class:`MAT` (``texture_stage``, ``attention_stage``)
-§3.2 attention module (Eq. 1)          :class:`AttentionModule`
+§3.2 attention module                 :class:`AttentionModule`
 §3.2 textural feature enhancement      :class:`TextureEnhancement`
 §3.2 bilinear attention pooling (BAP)  :func:`bilinear_attention_pooling`
 §3.2 deep global feature G             :meth:`MAT.forward` (BAP of the summed map)
@@ -43,7 +44,6 @@ from dfattn.models.backbone import create_backbone
 
 Variant = Literal["paper", "official"]
 VARIANTS = ("paper", "official")
-LOSS_TERMS = ("ce", "ril", "agda", "match")
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def border_mask(size: tuple[int, int], device=None) -> Tensor:
 
 
 class AttentionModule(nn.Module):
-    """``A = f_att(f_SLa)``: ``M`` non-negative spatial attention maps (paper §3.2, Eq. 1).
+    """``A = f_att(f_SLa)``: ``M`` non-negative spatial attention maps (paper §3.2).
 
     Paper: 1x1 conv, BN, ReLU. Official: 3x3 conv, BN, ReLU, 1x1 conv (no bias), BN, ELU + 1 (strictly
     positive), times :func:`border_mask`.
@@ -337,7 +337,7 @@ class RILTerms:
 
 
 class RegionalIndependenceLoss(nn.Module):
-    """Regional independence loss (paper §3.3, Eq. 4-5): keep each attention head on *its own*
+    """Regional independence loss (paper §3.3): keep each attention head on *its own*
     region by pulling every sample's semantic feature ``V_k`` towards a feature centre ``c_k`` of
     head ``k`` (intra term) and pushing the centres apart (inter term).
 
@@ -648,7 +648,7 @@ class MAT(nn.Module):
             total = total + w["agda"] * agda_ce
             if w["match"] > 0:
                 untouched = torch.ones_like(out.semantic[..., 0], dtype=torch.bool)  # (B, M)
-                untouched[torch.arange(len(images)), aug.head] = False
+                untouched[torch.arange(len(images), device=images.device), aug.head] = False
                 moved = _safe_sqrt((out_aug.semantic - out.semantic).pow(2).sum(-1))  # (B, M)
                 match = moved[untouched].mean()
                 total = total + w["match"] * match
