@@ -46,6 +46,7 @@ from dfattn.data import blending, manipulations, targets
 from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs
 from dfattn.data.faces import LANDMARK_GROUPS
 from dfattn.data.synthetic import SyntheticFaces
+from dfattn.plotting import save_figure, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -54,17 +55,8 @@ SIZE = 256  # faces are synthesised at 256 px, the size of LAA-Net's face crops
 print(f"profile {PROFILE.name}: images {PROFILE.image_size} px, heatmap {PROFILE.heatmap_size} px")
 
 
-def show(ax, image, title=None, cmap=None, vmin=None, vmax=None):
-    ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
 def save(fig, name):
-    fig.savefig(FIG / f"{name}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    glue(name, fig, display=False)
-    plt.close(fig)
+    save_figure(fig, name, FIG)
 
 
 # %% [markdown]

@@ -49,6 +49,7 @@ from dfattn.models.laanet import (
     laanet_loss,
 )
 from dfattn.models.profile import count_flops, count_parameters
+from dfattn.plotting import save_figure, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -59,17 +60,8 @@ print(f"profile {PROFILE.name}: {PROFILE.backbone} at {S} px on {DEVICE}, "
       f"ImageNet weights: {PROFILE.pretrained}")
 
 
-def show(ax, image, title=None, cmap=None):
-    ax.imshow(image, cmap=cmap)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
 def save(fig, name):
-    fig.savefig(FIG / f"{name}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    glue(name, fig, display=False)
-    plt.close(fig)
+    save_figure(fig, name, FIG)
 
 
 # %% [markdown]
