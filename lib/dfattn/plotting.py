@@ -26,9 +26,10 @@ def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:
     """Save ``fig`` as ``folder/name.png`` (byte-stable metadata), glue it for the book, close it."""
     path = Path(folder) / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    if glue:
+    if glue:  # glue the saved PNG itself: the book gets an image whatever matplotlib backend ran
+        from IPython.display import Image
         from myst_nb import glue as myst_glue
 
-        myst_glue(name, fig, display=False)
+        myst_glue(name, Image(data=path.read_bytes(), format="png"), display=False)
     plt.close(fig)
     return path
