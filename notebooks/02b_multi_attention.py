@@ -68,6 +68,7 @@ from dfattn.data.synthetic import SyntheticFaces
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
 from dfattn.models.profile import count_flops, count_parameters
+from dfattn.plotting import save_figure, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -77,17 +78,8 @@ SIZE = PROFILE.image_size
 print(f"profile {PROFILE.name}: {PROFILE.backbone} at {SIZE} px on {DEVICE}")
 
 
-def show(ax, image, title=None, cmap=None, vmin=None, vmax=None):
-    ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
 def save(fig, name):
-    fig.savefig(FIG / f"{name}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    glue(name, fig, display=False)
-    plt.close(fig)
+    save_figure(fig, name, FIG)
 
 
 def to_image(x):
@@ -527,12 +519,13 @@ table
 # with the official one, which runs four dense blocks (one per head) at stride 4.
 #
 # `benchmarks/bench_mat.py` measures the speed. On the 2-core CPU machines of this project (shared
-# with other jobs, so the numbers are pessimistic), B4 at 380 px with batch 4 and the paper
-# settings in `channels_last` ran the forward pass at about 1.8x the official code's throughput
-# and a training step at about 1.4x (1.8x with AGDA); `channels_last` itself gave about 1.13x. The
-# official settings are no faster than the official code: their texture block dominates the
-# extra cost. On one H100 (fp32, batch 16) the paper settings trained at about 290 images/s, 155
-# with AGDA.
+# with other jobs, so the numbers are pessimistic; best of 3 in each of two runs), B4 at 380 px with
+# batch 4 and the paper settings in `channels_last` ran the forward pass at 1.8-1.9x the official
+# code's throughput (about 5.2 images/s against 2.8), a training step at 1.4-1.8x (1.2-1.5 against
+# 0.85) and a training step with AGDA at 1.6-1.8x (0.63-0.72 against 0.39); `channels_last` itself
+# gave 1.1-1.7x. The official settings are only as fast as the official code: their texture block
+# dominates the extra cost, and `channels_last` slows their grouped convolutions down. On one H100
+# (fp32, batch 16) the paper settings trained at about 290 images/s, 155 with AGDA.
 #
 # ## Summary
 #

