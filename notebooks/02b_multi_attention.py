@@ -519,13 +519,14 @@ table
 # with the official one, which runs four dense blocks (one per head) at stride 4.
 #
 # `benchmarks/bench_mat.py` measures the speed. On the 2-core CPU machines of this project (shared
-# with other jobs, so the numbers are pessimistic; best of 3 in each of two runs), B4 at 380 px with
-# batch 4 and the paper settings in `channels_last` ran the forward pass at 1.8-1.9x the official
-# code's throughput (about 5.2 images/s against 2.8), a training step at 1.4-1.8x (1.2-1.5 against
-# 0.85) and a training step with AGDA at 1.6-1.8x (0.63-0.72 against 0.39); `channels_last` itself
-# gave 1.1-1.7x. The official settings are only as fast as the official code: their texture block
-# dominates the extra cost, and `channels_last` slows their grouped convolutions down. On one H100
-# (fp32, batch 16) the paper settings trained at about 290 images/s, 155 with AGDA.
+# with other jobs, so the numbers are pessimistic; best of 3 in each of three runs), B4 at 380 px
+# with batch 4 and the paper settings in `channels_last` ran the forward pass at 1.8-2.0x the
+# official code's throughput (5.1-5.5 images/s against 2.8), a training step at 1.4-1.8x (1.2-1.5
+# against 0.85) and a training step with AGDA at 1.5-1.8x (0.57-0.72 against 0.39).
+# `channels_last` made training steps 1.15-1.5x faster; for the forward pass alone it was not
+# consistently better. The official settings are only as fast as the official code: their texture
+# block dominates the extra cost, and `channels_last` slows their grouped convolutions down. On one
+# H100 (fp32, batch 16) the paper settings trained at about 290 images/s, 155 with AGDA.
 #
 # ## Summary
 #
