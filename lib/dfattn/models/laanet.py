@@ -55,6 +55,20 @@ HEATMAP_PRIOR = -2.19  # CenterNet: sigmoid(-2.19) = 0.1, so the untrained heatm
 
 
 @dataclass(frozen=True)
+class LAANetLossWeights:
+    """``L = heatmap * L_hm + consistency * L_c + cls * L_cls`` (defaults: official SBI config)."""
+
+    heatmap: float = 100.0
+    consistency: float = 100.0
+    cls: float = 1.0
+    label_smoothing: float = 1.0  # the code's 0.72 as an option
+
+
+OFFICIAL_SBI_WEIGHTS = LAANetLossWeights(100.0, 100.0, 1.0, 0.72)
+OFFICIAL_BI_WEIGHTS = LAANetLossWeights(10.0, 100.0, 1.0, 0.72)  # also the released checkpoint's name
+
+
+@dataclass(frozen=True)
 class LAANetConfig:
     """Architecture of :class:`LAANet`.
 
@@ -67,6 +81,8 @@ class LAANetConfig:
         dropout: element-wise dropout on the backbone maps before the decoder (0.4, code).
         shared_inception_conv: the official code's Inception block with one shared 1x1 conv.
         normalization: ``"imagenet"`` (the backbone's mean/std) or ``"half"`` (mean = std = 0.5).
+        loss_weights: the weights of :meth:`LAANet.loss` (heads with weight 0 are not computed in
+            training: the ablations "heatmap only", "consistency only", "neither").
     """
 
     backbone: str = "efficientnet_b4"
@@ -77,6 +93,7 @@ class LAANetConfig:
     dropout: float = 0.4
     shared_inception_conv: bool = False
     normalization: Literal["imagenet", "half"] = "imagenet"
+    loss_weights: LAANetLossWeights = LAANetLossWeights()
 
     def __post_init__(self) -> None:
         if self.fpn not in ("efpn", "fpn", "none"):
@@ -252,10 +269,24 @@ class LAANet(nn.Module):
             embedding=self.consistency_head(fused) if "consistency" in heads else None,
         )
 
+    def fake_logit(self, images: Tensor) -> Tensor:
+        """The logit of P(fake), ``(B,)``: the inference path, classification head only."""
+        return self(images, heads=("cls",)).cls
+
     @torch.no_grad()
     def predict_proba(self, images: Tensor) -> Tensor:
         """P(fake) per image, ``(B,)``: the inference path, classification head only."""
-        return torch.sigmoid(self(images, heads=("cls",)).cls)
+        return torch.sigmoid(self.fake_logit(images))
+
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss of a batch (``image``, ``label``, ``heatmap``, ``consistency``): paper §3.4,
+        weighted by ``config.loss_weights``; only the heads with a non-zero weight run."""
+        w = self.config.loss_weights
+        heads = ("cls",) + (("heatmap",) if w.heatmap else ()) + (("consistency",) if w.consistency else ())
+        return laanet_loss(self(batch["image"], heads=heads), batch, w)
+
+    def set_epoch(self, epoch: int) -> None:
+        """LAA-Net has no per-epoch state (the trainer's schedule handles the backbone freeze)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,18 +339,6 @@ def focal_loss(logits: Tensor, target: Tensor, label_smoothing: float = 1.0,
     return -(pos_term.sum() + neg_term.sum()) / pos.sum().clamp(min=1.0)
 
 
-@dataclass(frozen=True)
-class LAANetLossWeights:
-    """``L = heatmap * L_hm + consistency * L_c + cls * L_cls`` (defaults: official SBI config)."""
-
-    heatmap: float = 100.0
-    consistency: float = 100.0
-    cls: float = 1.0
-    label_smoothing: float = 1.0  # the code's 0.72 as an option
-
-
-OFFICIAL_SBI_WEIGHTS = LAANetLossWeights(100.0, 100.0, 1.0, 0.72)
-OFFICIAL_BI_WEIGHTS = LAANetLossWeights(10.0, 100.0, 1.0, 0.72)  # also the released checkpoint's name
 
 
 def laanet_loss(output: LAANetOutput, batch: dict[str, Tensor],

@@ -64,7 +64,8 @@ class MATConfig:
         texture_block: ``"paper"``: residual against local average pooling, then one shared
             3-layer dense block (``C_F = 4 C_t``); ``"official"``: a 3x3 conv first, the residual
             modulated by ``tanh`` of each attention map, one grouped dense block per head
-            (``C_F = C_t``).
+            (``C_F = C_t``); ``"none"``: no enhancement, the shallow features themselves are pooled
+            (the ablation "without textural enhancement").
         classifier: ``"paper"``: one linear layer on ``[P, G]``; ``"official"``: two small MLPs
             (``hidden_dims``, hard-swish) fused by a third.
         hidden_dims: width of the official classifier.
@@ -120,7 +121,10 @@ class MATConfig:
     pretrain_epochs: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("attention_head", "texture_block", "classifier", "ril"):
+        if self.texture_block not in (*VARIANTS, "none"):
+            raise ValueError(f"MATConfig.texture_block must be one of {(*VARIANTS, 'none')}, "
+                             f"got {self.texture_block!r}")
+        for name in ("attention_head", "classifier", "ril"):
             if getattr(self, name) not in VARIANTS:
                 raise ValueError(f"MATConfig.{name} must be one of {VARIANTS}, got {getattr(self, name)!r}")
         if self.output not in ("softmax", "logit"):
@@ -248,7 +252,9 @@ class TextureEnhancement(nn.Module):
         self.variant = variant
         self.num_maps = num_maps
         c, m = channels, num_maps
-        if variant == "paper":
+        if variant == "none":  # ablation: f_SLt pooled as it is
+            self.extract, self.enhance, self.out_channels = nn.Identity(), nn.Identity(), c
+        elif variant == "paper":
             self.extract = nn.Identity()
             self.enhance = DenseBlock(c, growth=c, out_channels=4 * c)
             self.out_channels = 4 * c
@@ -272,6 +278,8 @@ class TextureEnhancement(nn.Module):
     def forward(self, f_t: Tensor, attention: Tensor) -> tuple[Tensor, Tensor]:
         """``(F, D)``: F is ``(B, C_F, H_t, W_t)`` (paper, shared) or ``(B, M, C_F, H_t, W_t)``
         (official, per head); D is ``(B, C_t, H_a, W_a)``."""
+        if self.variant == "none":
+            return f_t, F.adaptive_avg_pool2d(f_t, attention.shape[-2:])
         t, d = self.residual(f_t, attention.shape[-2:])
         if self.variant == "paper":
             return self.enhance(t), d
@@ -481,6 +489,13 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels.long())
 
 
+def fake_logit(logits: Tensor) -> Tensor:
+    """The logit of ``P(fake)``, ``(B,)``, from two logits (their difference) or one (itself)."""
+    if logits.shape[-1] == 1:
+        return logits[:, 0]
+    return logits[:, 1] - logits[:, 0]
+
+
 def probability_fake(logits: Tensor) -> Tensor:
     """``P(fake)``, ``(B,)``, from two logits (softmax) or one (sigmoid)."""
     if logits.shape[-1] == 1:
@@ -586,9 +601,21 @@ class MAT(nn.Module):
         """The logits of the classifier active at the current epoch."""
         return self.plain_logits(x) if self.stage().name == "backbone" else self(x).logits
 
+    def fake_logit(self, x: Tensor) -> Tensor:
+        """The logit of ``P(fake)``, ``(B,)``: ``z_fake - z_real`` for two softmax logits (their
+        softmax is the sigmoid of that difference), the logit itself for one."""
+        return fake_logit(self.logits(x))
+
     def predict_proba(self, x: Tensor) -> Tensor:
         """``P(fake)`` per image, ``(B,)`` (call in eval mode, under ``torch.no_grad`` for inference)."""
         return probability_fake(self.logits(x))
+
+    def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The trainer's interface: :meth:`training_step` on ``batch["image"]``, ``batch["label"]``
+        (AGDA draws from the global torch RNG, which the trainer's checkpoints save)."""
+        losses, _ = self.training_step(batch["image"], batch["label"])
+        parts = {k: v.detach() for k, v in losses.__dict__.items() if k != "total"}
+        return losses.total, parts
 
     # -- schedule ----------------------------------------------------------------------------------
 

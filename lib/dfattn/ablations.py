@@ -1,0 +1,137 @@
+"""The ablation grid of chapter 5: which variants, under what budget, and their table.
+
+Every row is one change to a detector or its data, trained under the same profile, budget and
+data as its reference row, on each seed of the budget, then scored on the cross-manipulation and
+quality benchmarks of chapter 4 (:mod:`dfattn.protocol`). The table reports the mean and the
+spread (standard deviation over seeds; 0 with one seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from dfattn.data.manipulations import DEGRADATIONS
+from dfattn.data.sources import SplitSizes, face_splits
+from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
+from dfattn.train import TrainConfig, train
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One row: ``model`` with ``model_config`` and ``train`` overrides (``TrainConfig`` fields)."""
+
+    name: str
+    model: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    reference: bool = False  # the unchanged model each group is read against
+
+
+ABLATIONS: tuple[Ablation, ...] = (
+    # LAA-Net (paper §4.4): the decoder, the explicit-attention heads, the loss weights, the data.
+    Ablation("LAA-Net (E-FPN, both heads)", "laanet", reference=True),
+    Ablation("LAA-Net: plain FPN", "laanet", {"fpn": "fpn"}),
+    Ablation("LAA-Net: no FPN", "laanet", {"fpn": "none"}),
+    Ablation("LAA-Net: heatmap head only", "laanet", {"loss_weights": {"consistency": 0.0}}),
+    Ablation("LAA-Net: consistency head only", "laanet", {"loss_weights": {"heatmap": 0.0}}),
+    Ablation("LAA-Net: neither head", "laanet", {"loss_weights": {"heatmap": 0.0, "consistency": 0.0}}),
+    Ablation("LAA-Net: released-checkpoint weights", "laanet",
+             {"loss_weights": {"heatmap": 10.0, "consistency": 100.0, "label_smoothing": 0.72}}),
+    Ablation("LAA-Net: BI instead of SBI", "laanet", train={"blend": "bi"}),
+    # MAT (paper §4.5): number of attention maps, texture enhancement, RIL, AGDA.
+    Ablation("MAT (M = 4, paper)", "mat", reference=True),
+    Ablation("MAT: M = 1", "mat", {"num_attentions": 1}),
+    Ablation("MAT: M = 8", "mat", {"num_attentions": 8}),
+    Ablation("MAT: no texture enhancement", "mat", {"texture_block": "none"}),
+    Ablation("MAT: no regional independence loss", "mat", {"ril_weight": 0.0}),
+    Ablation("MAT: no AGDA", "mat", {"agda_weight": 0.0}),
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What each ablation run gets under a profile (smaller than chapter 3's runs on CPU, so that
+    the whole grid fits the profile's time)."""
+
+    image_size: int
+    n_train: int
+    epochs: int
+    seeds: tuple[int, ...]
+    n_test: int
+    quality_strength: int = 2  # index in each degradation's grid (0 mildest)
+
+
+BUDGETS: dict[str, Budget] = {
+    "smoke": Budget(image_size=64, n_train=16, epochs=1, seeds=(0,), n_test=8),
+    "cpu": Budget(image_size=64, n_train=240, epochs=5, seeds=(0, 1), n_test=100),
+    "gpu": Budget(image_size=384, n_train=5000, epochs=30, seeds=(0, 1, 2), n_test=500),
+}
+
+
+def ablation_config(row: Ablation, profile: str, budget: Budget, seed: int, data: str = "synthetic"
+                    ) -> TrainConfig:
+    return TrainConfig(model=row.model, profile=profile, data=data, seed=seed, image_size=budget.image_size,
+                       n_train=budget.n_train, n_test=budget.n_test, epochs=budget.epochs,
+                       model_config=dict(row.model_config), **row.train)
+
+
+def run_ablations(rows: Sequence[Ablation], profile: str, runs: Path, budget: Budget,
+                  data: str = "synthetic", **predict_kw: Any) -> pd.DataFrame:
+    """Train-or-load every (row, seed) and score it. One table row per (ablation, seed) with the AUC
+    on each held-out family, their ``mean``, ``sbi``, and ``quality`` (mean AUC over the
+    degradations at ``budget.quality_strength``)."""
+    records = []
+    for seed in budget.seeds:
+        test = None
+        for k, row in enumerate(rows):
+            config = ablation_config(row, profile, budget, seed, data).resolved()
+            if test is None:  # the same test people for every row of this seed
+                sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
+                test = face_splits(data, sizes, config.face_size, seed)["test"]
+            model, history = train(config, runs / f"{row.model}_{_slug(row.name)}_s{seed}")
+            models = {row.name: model}
+            cross = cross_manipulation_table(
+                cross_manipulation(models, test, config.image_size, seed, **predict_kw)).iloc[0]
+            strengths = {n: [DEGRADATIONS[n].grid[budget.quality_strength]] for n in DEGRADATIONS}
+            q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **predict_kw))
+            records.append({"ablation": row.name, "model": row.model, "seed": seed,
+                            "minutes": history["train_seconds"].sum() / 60,
+                            **cross.to_dict(), "quality": float(q.iloc[:, 0].mean())})
+    return pd.DataFrame(records)
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
+
+
+def summarise(results: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "quality")) -> pd.DataFrame:
+    """Mean and spread over seeds of each ablation (rows in their original order), formatted
+    ``mean ± std`` in a ``*_text`` copy for the book."""
+    order = list(dict.fromkeys(results["ablation"]))
+    grouped = results.groupby("ablation", sort=False)
+    table = pd.DataFrame(index=order)
+    for column in columns:
+        table[f"{column}"] = grouped[column].mean()
+        table[f"{column}_std"] = grouped[column].std(ddof=1).fillna(0.0) if len(results["seed"].unique()) > 1 \
+            else 0.0
+    table["seeds"] = grouped["seed"].nunique()
+    return table
+
+
+def as_text(summary: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "quality")) -> pd.DataFrame:
+    """``mean ± std`` strings (three decimals) for the README and the book."""
+    out = pd.DataFrame(index=summary.index)
+    labels = {"mean": "held-out families AUC", "sbi": "held-out SBI AUC", "quality": "degraded AUC"}
+    for column in columns:
+        out[labels.get(column, column)] = [f"{m:.3f} ± {s:.3f}" for m, s in
+                                           zip(summary[column], summary[f"{column}_std"])]
+    out["seeds"] = summary["seeds"]
+    return out
+
+
+__all__ = ["ABLATIONS", "Ablation", "BUDGETS", "Budget", "ablation_config", "as_text", "run_ablations",
+           "summarise"]

@@ -1,0 +1,78 @@
+"""The evaluation protocol's tables and the ablation summaries, on hand-made score tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from torch import nn
+
+from dfattn.ablations import ABLATIONS, BUDGETS, ablation_config, as_text, summarise
+from dfattn.data.synthetic import SyntheticFaces
+from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
+
+
+def _frames(model: str, kinds_probs: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [(model, kind, p, int(kind != "real")) for kind, ps in kinds_probs.items() for p in ps]
+    return pd.DataFrame(rows, columns=["model", "kind", "prob", "label"])
+
+
+def test_cross_manipulation_table_scores_each_family_against_all_reals():
+    frames = pd.concat([
+        _frames("a", {"real": [0.1, 0.2, 0.3, 0.4], "face_swap": [0.9, 0.8], "region_swap": [0.15, 0.35],
+                      "sbi": [0.25, 0.45]}),
+        _frames("b", {"real": [0.5, 0.5, 0.5, 0.5], "face_swap": [0.5, 0.5], "region_swap": [0.9, 0.9]}),
+    ])
+    table = cross_manipulation_table(frames)
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "face_swap"] == 1.0
+    # region_swap 0.15 beats 1 of 4 reals, 0.35 beats 3 of 4: (1 + 3) / 8
+    assert table.loc["a", "region_swap"] == pytest.approx(0.5)
+    assert table.loc["a", "mean"] == pytest.approx(0.75)  # over families only, not sbi
+    assert table.loc["a", "sbi"] == pytest.approx((2 + 4) / 8)
+    assert table.loc["b", "face_swap"] == 0.5 and table.loc["b", "region_swap"] == 1.0
+    assert np.isnan(table.loc["b", "sbi"])
+
+
+class Brightness(nn.Module):
+    """Scores brightness: the same for every copy of an image, so two copies score identically."""
+
+    def fake_logit(self, images):
+        return images.mean((1, 2, 3)) * 10 - 5
+
+
+def test_every_model_is_scored_on_the_same_images():
+    faces = SyntheticFaces(3, 64, seed=1)
+    models = {"x": Brightness(), "y": Brightness()}
+    frames = cross_manipulation(models, faces, 64, progress=False)
+    x, y = (frames[frames["model"] == m].reset_index(drop=True) for m in "xy")
+    assert len(x) == 3 * 5 + 3  # reals and four families per face, then three SBI fakes
+    assert np.array_equal(x["logit"], y["logit"]) and list(x["kind"]) == list(y["kind"])
+    q = quality(models, faces, 64, strengths={"jpeg": [50], "blur": [1.0]}, degradations=["jpeg", "blur"],
+                progress=False)
+    table = quality_table(q)
+    assert list(table.index) == [("jpeg", 50), ("blur", 1.0)] and list(table.columns) == ["x", "y"]
+    assert (table["x"] == table["y"]).all()
+
+
+def test_ablation_summary_mean_and_spread_over_seeds():
+    results = pd.DataFrame({"ablation": ["r", "r", "s", "s"], "seed": [0, 1, 0, 1],
+                            "mean": [0.8, 0.9, 0.6, 0.6], "sbi": [1.0, 1.0, 0.9, 0.7],
+                            "quality": [0.7, 0.7, 0.5, 0.6]})
+    summary = summarise(results)
+    assert list(summary.index) == ["r", "s"]
+    assert summary.loc["r", "mean"] == pytest.approx(0.85)
+    assert summary.loc["r", "mean_std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert summary.loc["s", "mean_std"] == 0.0 and summary.loc["s", "seeds"] == 2
+    assert as_text(summary).loc["r", "held-out families AUC"] == "0.850 ± 0.071"
+
+
+def test_ablation_rows_change_what_they_say():
+    budget = BUDGETS["smoke"]
+    configs = {a.name: ablation_config(a, "smoke", budget, seed=0).resolved() for a in ABLATIONS}
+    assert configs["LAA-Net: no FPN"].model_config == {"fpn": "none"}
+    assert configs["LAA-Net: BI instead of SBI"].blend == "bi"
+    assert configs["MAT: no AGDA"].model_config == {"agda_weight": 0.0}
+    assert all(c.image_size == budget.image_size and c.epochs == budget.epochs for c in configs.values())
+    assert len({a.name for a in ABLATIONS}) == len(ABLATIONS)
+    assert sum(a.reference for a in ABLATIONS) == 2
