@@ -547,6 +547,7 @@ table
 #   {glue:text}`b4_official_params:.1f` M and {glue:text}`b4_official_gflops:.1f` GFLOPs with the
 #   official ones.
 #
-# What is left for the trainer: it calls `model.set_epoch(e)` at the start of every epoch, builds
-# its optimiser from `model.trainable_parameters(e)` when the stage changes, and steps on
-# `model.training_step(images, labels, generator).total`.
+# What the trainer of {doc}`03_train` does with it: it calls `model.set_epoch(e)` at the start of
+# every epoch and steps on `model.loss(batch)`, the total of `training_step`. The parameters of an
+# inactive stage get no gradient, so one optimiser over all parameters serves both stages
+# (`model.trainable_parameters(e)` lists the active ones).

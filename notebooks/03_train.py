@@ -69,7 +69,7 @@ print(f"profile {PROFILE.name}: {PROFILE.backbone} at {PROFILE.image_size} px, "
 
 def config(model: str, **overrides) -> TrainConfig:
     return TrainConfig(model=model, profile=PROFILE.name, data=data, epochs=epochs, seed=seed,
-                       **overrides).resolved()
+                       progress=False, **overrides).resolved()
 
 
 # %% [markdown]
@@ -101,8 +101,8 @@ pd.DataFrame({p: {m: v for m, v in r.items()} for p, r in PROFILE_RECIPES.items(
 #
 # ## Training
 #
-# Each model, train-or-load. The progress bar shows the loss and the throughput; each epoch ends
-# with a validation on the held-out people.
+# Each model, train-or-load (`progress=True` shows a progress bar with the loss and the throughput;
+# the book's run keeps its output short). Each epoch ends with a validation on the held-out people.
 
 # %%
 histories, trained = {}, {}

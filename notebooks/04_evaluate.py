@@ -57,7 +57,7 @@ from dfattn.train import TrainConfig, train
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE)
-configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed).resolved() for m in models}
+configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed, progress=False).resolved() for m in models}
 detectors = {m: train(c, RUNS / m)[0] for m, c in configs.items()}  # train-or-load: chapter 3's runs
 c0 = configs[models[0]]
 SIZE = c0.image_size

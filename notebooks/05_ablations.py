@@ -29,9 +29,11 @@
 #   without AGDA.
 #
 # The grid lives in `dfattn.ablations.ABLATIONS`; its budget per profile in `dfattn.ablations.BUDGETS`.
-# On CPU each run is smaller than chapter 3's (lower resolution, fewer faces and epochs) so that the
-# whole grid, on two seeds, fits the profile's time: read the numbers as comparisons between rows
-# under one budget, not as the models' best.
+# On CPU each run is smaller than chapter 3's (64 px, fewer faces and epochs) so that the whole grid
+# fits the profile's time: read the numbers as comparisons between rows under one budget, not as
+# the models' best. The cpu budget trains every row on one seed and the two reference rows on three
+# seeds: their spread is the yardstick for every other difference. The gpu budget trains every row
+# on three seeds.
 
 # %% tags=["parameters"]
 profile = None  # smoke | cpu | gpu; None: $DFATTN_PROFILE, else auto
@@ -53,8 +55,8 @@ FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE) / "ablations"
 BUDGET = BUDGETS[PROFILE.name]
 grid = [a for a in ABLATIONS if rows is None or a.name in rows]
-print(f"profile {PROFILE.name}: {len(grid)} ablations x {len(BUDGET.seeds)} seeds, "
-      f"{BUDGET.image_size} px, {BUDGET.n_train} training faces, {BUDGET.epochs} epochs")
+print(f"profile {PROFILE.name}: {len(grid)} ablations on seeds {BUDGET.seeds} (reference rows also on "
+      f"{BUDGET.reference_seeds}), {BUDGET.image_size} px, {BUDGET.n_train} training faces, {BUDGET.epochs} epochs")
 
 # %% [markdown]
 # ## Train and score every row
@@ -76,7 +78,7 @@ y = np.arange(len(summary))[::-1]
 for ax, (column, title) in zip(axes, [("mean", "held-out families"), ("sbi", "held-out SBI"),
                                       ("quality", "degraded")]):
     colours = ["C0" if name.startswith("LAA") else "C1" for name in summary.index]
-    ax.barh(y, summary[column] - 0.5, left=0.5, xerr=summary[f"{column}_std"], color=colours, alpha=0.8)
+    ax.barh(y, summary[column] - 0.5, left=0.5, xerr=summary[f"{column}_std"].fillna(0), color=colours, alpha=0.8)
     for model in ("laanet", "mat"):
         ref = [a.name for a in grid if a.reference and a.model == model]
         if ref and ref[0] in summary.index:
@@ -91,8 +93,8 @@ save_figure(fig, "05_ablations", FIG)
 # ```{glue:figure} 05_ablations
 # :name: fig-05-ablations
 #
-# Each ablation's mean AUC over seeds (bars; error bars: standard deviation over seeds), against
-# its reference row (dotted). Blue: LAA-Net; orange: MAT.
+# Each ablation's AUC (bars: mean over its seeds; error bars: standard deviation over seeds where
+# there are several), against its reference row (dotted). Blue: LAA-Net; orange: MAT.
 # ```
 
 # %%
@@ -113,9 +115,10 @@ deltas.round(3)
 # %% [markdown]
 # ## Reading the table
 #
-# The differences above are against each model's reference row (positive: the ablation *helps*).
-# The median standard deviation over seeds is {glue:text}`seed_noise:.3f` AUC: differences smaller
-# than about twice that are not evidence either way under this budget.
+# The differences above are against each model's reference row, averaged over its seeds (positive:
+# the change *helps*). The median standard deviation over seeds of the rows trained on several
+# seeds is {glue:text}`seed_noise:.3f` AUC: differences smaller than about twice that are not
+# evidence either way under this budget.
 #
 # - **Explicit attention (LAA-Net).** Dropping both heads turns LAA-Net into a classifier with an
 #   FPN; the change in held-out-family AUC is {glue:text}`d_laa_net__neither_head:+.3f`. With the
@@ -148,8 +151,8 @@ if PROFILE.name != "smoke":
 # %% [markdown]
 # ## Summary
 #
-# - Fourteen rows, each one change, trained on the same data and seeds and scored on the same test
-#   people; mean and spread over seeds in `figures/05_ablations.csv` and the README.
+# - Fourteen rows, each one change, trained on the same data and scored on the same test people;
+#   means and spreads over seeds in `figures/05_ablations.csv` and the README.
 # - Differences within the seed spread are reported as such, not as findings.
 # - `dfattn.ablations` holds the grid and the budgets; any row can be run alone from the command
 #   line with the same settings, e.g. `dfattn-train --model laanet --model-set fpn='"none"' ...`.

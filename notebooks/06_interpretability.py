@@ -54,7 +54,7 @@ from dfattn.train import TrainConfig, train
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE)
-configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed).resolved() for m in models}
+configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed, progress=False).resolved() for m in models}
 detectors = {m: train(c, RUNS / m)[0] for m, c in configs.items()}  # chapter 3's runs
 c0 = configs[models[0]]
 per_family = per_family or {"smoke": 2, "cpu": 12, "gpu": 50}[PROFILE.name]

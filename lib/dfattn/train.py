@@ -46,7 +46,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dfattn.config import get_device, get_profile, seed_everything
 from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs, collate_pairs, loader_kwargs

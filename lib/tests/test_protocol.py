@@ -65,6 +65,8 @@ def test_ablation_summary_mean_and_spread_over_seeds():
     assert summary.loc["r", "mean_std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert summary.loc["s", "mean_std"] == 0.0 and summary.loc["s", "seeds"] == 2
     assert as_text(summary).loc["r", "held-out families AUC"] == "0.850 ± 0.071"
+    one = summarise(results[results["seed"] == 0])
+    assert np.isnan(one.loc["r", "mean_std"]) and as_text(one).loc["r", "held-out SBI AUC"] == "1.000"
 
 
 def test_ablation_rows_change_what_they_say():
