@@ -129,10 +129,15 @@ for m in models:
 # - the **baseline** is best on {glue:text}`baseline_best_family` ({glue:text}`baseline_best_auc:.3f`)
 #   and worst on {glue:text}`baseline_worst_family` ({glue:text}`baseline_worst_auc:.3f`).
 #
-# The families that keep a blending boundary inside the face (a pasted region, a Poisson-blended
-# swap) are what SBI prepares a detector for; a manipulation that re-synthesises the whole face
-# through a resampling bottleneck leaves no boundary at all, only a change of texture, and a
-# detector of blending boundaries has little to find there.
+# The pattern is shared by all three models, so it says more about the data than about the
+# architectures. Upsampler re-synthesis (a face region re-made at a quarter of the resolution and
+# upsampled by transposed convolutions) is caught best: it leaves a soft region with a periodic
+# checkerboard inside a sharp face, a blend boundary of sorts. Face and Poisson swaps, which blend
+# another person's face in through a soft mask, come next. **Region swap is near chance for every
+# model**: it pastes a donor's eyes, nose or mouth with a hard or barely feathered edge, a small
+# region whose edge looks nothing like the soft blend masks SBI trains on. Explicit attention
+# (LAA-Net's heatmap and consistency heads, MAT's attention maps) does not change this at this
+# scale: the baseline is within a few points of both on every family.
 #
 # ## Quality
 #
