@@ -108,7 +108,7 @@ deltas = pd.DataFrame({c: {n: delta(n, c) for n in summary.index} for c in ("mea
 noise = float(np.nanmedian(summary[["mean_std", "sbi_std", "quality_std"]].to_numpy()))
 for name in summary.index:
     key = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-    glue(f"d_{key}", deltas.loc[name, "mean"], display=False)
+    glue(f"d_{key}", float(deltas.loc[name, "mean"]), display=False)
 glue("seed_noise", noise, display=False)
 deltas.round(3)
 
