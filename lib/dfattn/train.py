@@ -52,6 +52,7 @@ from dfattn.config import get_device, get_profile, seed_everything
 from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import binary_metrics, predict
+from dfattn.protocol import Materialised
 from dfattn.models.detectors import create_detector, detector_config, detector_from_config
 
 log = logging.getLogger(__name__)
@@ -409,28 +410,6 @@ class _LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-class _Cached(Dataset):
-    """A dataset materialised once as uint8 images (validation sets are fixed: made once, reused)."""
-
-    def __init__(self, dataset: Dataset, collate: Callable | None = None, keys=("label", "family")):
-        loader = DataLoader(dataset, batch_size=64, collate_fn=collate, num_workers=0)
-        parts: dict[str, list[Tensor]] = {}
-        for batch in loader:
-            parts.setdefault("image", []).append((batch["image"] * 255).round().to(torch.uint8))
-            for key in keys:
-                if key in batch:
-                    parts.setdefault(key, []).append(batch[key])
-        self.data = {k: torch.cat(v) for k, v in parts.items()}
-
-    def __len__(self) -> int:
-        return len(self.data["image"])
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        item = {k: v[i] for k, v in self.data.items()}
-        item["image"] = item["image"].float() / 255
-        return item
-
-
 # ------------------------------------------------------------------------------------------------
 # The trainer
 # ------------------------------------------------------------------------------------------------
@@ -523,12 +502,12 @@ class Trainer:
         """Pseudo-fakes of the val people (fixed) and, if asked, the held-out families on them."""
         if self._val_sets is None:
             c = self.config
-            sets = {"val": _Cached(PseudoFakePairs(self.val_faces, c.image_size, c.blend, train=False,
-                                                   seed=c.seed + 1), collate_pairs)}
+            sets = {"val": Materialised(PseudoFakePairs(self.val_faces, c.image_size, c.blend, train=False,
+                                                        seed=c.seed + 1))}
             if c.val_families:
                 benchmark = ManipulationBenchmark(self.val_faces, c.image_size, seed=c.seed + 1)
                 self.families = benchmark.families
-                sets["family"] = _Cached(benchmark)
+                sets["family"] = Materialised(benchmark)
             self._val_sets = sets
         return self._val_sets
 

@@ -352,6 +352,17 @@ def _dfdc_video(folder: Path, name: str) -> Path:
     return folder / name
 
 
+def _json_dict(path: Path, shape: str) -> dict:
+    """The JSON object in ``path``; errors name the file and the expected ``shape``."""
+    try:
+        entries = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: expected {shape}")
+    return entries
+
+
 def dfdc(root: str | os.PathLike) -> list[VideoRecord]:
     """DFDC: every folder (``root`` or a sub-folder) with ``labels.csv`` (test) or
     ``metadata.json`` (the split it gives). Layout: module docstring."""
@@ -372,12 +383,7 @@ def dfdc(root: str | os.PathLike) -> list[VideoRecord]:
                                            _stem_id("dfdc", path.relative_to(root))))
         elif metadata.is_file():
             found = True
-            try:
-                entries = json.loads(metadata.read_text())
-            except ValueError as err:
-                raise ValueError(f"{metadata}: not valid JSON ({err})") from err
-            if not isinstance(entries, dict):
-                raise ValueError(f"{metadata}: expected {{\"name.mp4\": {{\"label\": ...}}}}")
+            entries = _json_dict(metadata, '{"name.mp4": {"label": ...}}')
             for name, entry in entries.items():
                 where = f"{metadata} ({name})"
                 if not isinstance(entry, dict) or "label" not in entry:
@@ -398,12 +404,7 @@ def dfdcp(root: str | os.PathLike) -> list[VideoRecord]:
     (each label is checked against its folder)."""
     root = _folder(Path(root), "DFDC Preview root")
     listing = _file(root / "dataset.json", "DFDC Preview index")
-    try:
-        entries = json.loads(listing.read_text())
-    except ValueError as err:
-        raise ValueError(f"{listing}: not valid JSON ({err})") from err
-    if not isinstance(entries, dict):
-        raise ValueError(f"{listing}: expected {{\"method_A/.../x.mp4\": {{\"label\": ...}}}}")
+    entries = _json_dict(listing, '{"method_A/.../x.mp4": {"label": ...}}')
     records = []
     for relative, entry in entries.items():
         where = f"{listing} ({relative})"
