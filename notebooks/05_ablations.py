@@ -135,8 +135,8 @@ deltas.round(3)
 #   without texture enhancement {glue:text}`d_mat__no_texture_enhancement:+.3f`; without the RIL
 #   {glue:text}`d_mat__no_regional_independence_loss:+.3f`; without AGDA {glue:text}`d_mat__no_agda:+.3f`.
 #
-# **What this budget can and cannot say.** At 64 px with 240 faces and 6 epochs the reference rows
-# are far from trained (compare chapter 3's 0.97 at 128 px and 10 epochs): LAA-Net's heatmap and
+# **What this budget can and cannot say.** At 64 px with 160 faces and 4 epochs the reference rows
+# are far from trained (compare chapter 3's 0.97 at 128 px and 8 epochs): LAA-Net's heatmap and
 # consistency losses, weighted 100 against the classifier's 1, take most of the backbone's few
 # updates, so the row without them learns the classifier fastest. That is a finding about short
 # budgets, not about the paper's claim; the gpu budget (384 px, 30 epochs, three seeds) is the one

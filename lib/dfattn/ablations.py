@@ -70,7 +70,7 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     "smoke": Budget(image_size=64, n_train=16, epochs=1, seeds=(0,), n_test=8),
     # CPU: one seed per row, three for the two reference rows (their spread is the seed noise).
-    "cpu": Budget(image_size=64, n_train=240, epochs=6, seeds=(0,), n_test=100, reference_seeds=(1, 2),
+    "cpu": Budget(image_size=64, n_train=160, epochs=4, seeds=(0,), n_test=100, reference_seeds=(1, 2),
                   n_val=50),
     "gpu": Budget(image_size=384, n_train=5000, epochs=30, seeds=(0, 1, 2), n_test=500),
 }

@@ -58,7 +58,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         name="cpu", image_size=128, backbone="efficientnet_lite0", pretrained=True,
-        n_train_faces=600, n_val_faces=100, n_test_faces=100, batch_size=16, epochs=10,
+        n_train_faces=600, n_val_faces=100, n_test_faces=100, batch_size=16, epochs=8,
         num_workers=1,
     ),
     "gpu": Profile(

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dfattn.data.datasets import collate_pairs, loader_kwargs
+from dfattn.models.mat import fake_logit as logits_to_fake_logit
 
 __all__ = [
     "METRICS",
@@ -134,16 +135,37 @@ def binary_metrics(labels: Any, scores: Any, threshold: float = 0.5) -> dict[str
 # --------------------------------------------------------------------------------------------
 
 
+def _read_fake_logit(model: nn.Module, images: Tensor) -> Tensor:
+    """``(B,)`` logit of P(fake): ``model.fake_logit`` where the model has one (the detector
+    interface), otherwise read off ``model(images)``: a tensor ``(B,)``, ``(B, 1)`` or ``(B, 2)``
+    (softmax: ``z_fake - z_real``), or an output record with ``cls`` (LAA-Net) or ``logits`` (MAT)."""
+    if hasattr(model, "fake_logit"):
+        return model.fake_logit(images)
+    out = model(images)
+    logits = out if isinstance(out, Tensor) else getattr(out, "cls", getattr(out, "logits", None))
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{type(model).__name__} has no fake_logit() and its output "
+                        f"{type(out).__name__} is neither a tensor nor has .cls / .logits")
+    if logits.ndim == 1:
+        return logits
+    if logits.ndim == 2 and logits.shape[1] in (1, 2):
+        return logits_to_fake_logit(logits)
+    raise ValueError(f"{type(model).__name__}: cannot read a fake logit off an output of shape "
+                     f"{tuple(logits.shape)}; expected (B,), (B, 1) or (B, 2)")
+
+
 def fake_logit(model: nn.Module, images: Tensor, flip_tta: bool = False) -> Tensor:
-    """``model.fake_logit(images)``, ``(B,)``; with ``flip_tta`` the mean of the logits of the
-    images and of their horizontal flips (LAA-Net's ``flip_test``, ``laanet.md`` §4.2).
+    """The ``(B,)`` logit of P(fake) of ``images``: ``model.fake_logit(images)`` for a detector
+    (any other classifier: read off its output, see :func:`_read_fake_logit`); with ``flip_tta``
+    the mean of the logits of the images and of their horizontal flips (LAA-Net's ``flip_test``,
+    ``laanet.md`` §4.2).
 
     The flipped copies go through the model in the same forward pass (a batch of ``2B``).
     """
     n = images.shape[0]
     if flip_tta:
         images = torch.cat([images, images.flip(-1)])  # (2B, 3, H, W)
-    logits = model.fake_logit(images)
+    logits = _read_fake_logit(model, images)
     if logits.shape != (images.shape[0],):
         raise ValueError(
             f"{type(model).__name__}.fake_logit must return (B,) = ({images.shape[0]},) logits, "

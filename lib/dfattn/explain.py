@@ -52,9 +52,9 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from dfattn.evaluate import fake_logit
 from dfattn.models.laanet import LAANet
 from dfattn.models.mat import MAT
-from dfattn.models.mat import fake_logit as logits_to_fake_logit
 
 Method = Literal["integrated_gradients", "gradcam", "occlusion", "own"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "gradcam", "occlusion", "own")
@@ -66,25 +66,6 @@ METRICS: tuple[str, ...] = ("pointing_game", "auc", "energy")
 # ------------------------------------------------------------------------------------------------
 # The explained scalar and model hygiene
 # ------------------------------------------------------------------------------------------------
-
-
-def _fake_logit(model: nn.Module, images: Tensor) -> Tensor:
-    """``(B,)`` logit of P(fake): ``model.fake_logit`` where the model has one, otherwise read off
-    ``model(images)``: a tensor ``(B,)``, ``(B, 1)`` or ``(B, 2)`` (softmax: ``z_fake - z_real``),
-    or an output record with ``cls`` (LAA-Net) or ``logits`` (MAT)."""
-    if hasattr(model, "fake_logit"):
-        return model.fake_logit(images)
-    out = model(images)
-    logits = out if isinstance(out, Tensor) else getattr(out, "cls", getattr(out, "logits", None))
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{type(model).__name__} has no fake_logit() and its output "
-                        f"{type(out).__name__} is neither a tensor nor has .cls / .logits")
-    if logits.ndim == 1:
-        return logits
-    if logits.ndim == 2 and logits.shape[1] in (1, 2):
-        return logits_to_fake_logit(logits)
-    raise ValueError(f"{type(model).__name__}: cannot read a fake logit off an output of shape "
-                     f"{tuple(logits.shape)}; expected (B,), (B, 1) or (B, 2)")
 
 
 @contextmanager
@@ -135,7 +116,7 @@ def _integrated_gradients_map(model: nn.Module, images: Tensor, n_steps: int = 3
         internal_batch_size: images per forward pass (the ``B * n_steps`` path points are chunked;
             ``None``: all at once).
     """
-    ig = IntegratedGradients(lambda x: _fake_logit(model, x))
+    ig = IntegratedGradients(lambda x: fake_logit(model, x))
     attributions = ig.attribute(images, baselines=baseline, n_steps=n_steps,
                                 internal_batch_size=internal_batch_size)  # (B, 3, H, W)
     return attributions.abs().sum(1)  # (B, H, W)
@@ -171,7 +152,7 @@ def _gradcam_map(model: nn.Module, images: Tensor, layer: nn.Module | str | None
         layer = default_gradcam_layer(model)
     elif isinstance(layer, str):
         layer = model.get_submodule(layer)
-    cam = LayerGradCam(lambda x: _fake_logit(model, x), layer)
+    cam = LayerGradCam(lambda x: fake_logit(model, x), layer)
     maps = cam.attribute(images, relu_attributions=True)  # (B, 1, h, w)
     return _upsample(maps, images.shape[-2:]).squeeze(1)  # (B, H, W)
 
@@ -195,7 +176,7 @@ def _occlusion_map(model: nn.Module, images: Tensor, window: int | tuple[int, in
     if win[0] > h or win[1] > w or min(win + step) < 1:
         raise ValueError(f"occlusion window {win} / stride {step} do not fit images of size "
                          f"{(h, w)}")
-    occ = Occlusion(lambda x: _fake_logit(model, x))
+    occ = Occlusion(lambda x: fake_logit(model, x))
     attributions = occ.attribute(images, sliding_window_shapes=(3, *win), strides=(3, *step),
                                  baselines=baseline, perturbations_per_eval=perturbations_per_eval)
     return attributions.mean(1).clamp_min(0)  # the window spans all channels: they are equal
@@ -241,7 +222,7 @@ def attribution_maps(model: nn.Module, images: Tensor, method: Method, **kw) -> 
 
     Args:
         model: a detector with ``fake_logit(images) -> (B,)`` (or an output it can be read from,
-            see :func:`_fake_logit`); run in eval mode, its modes restored afterwards.
+            see :func:`dfattn.evaluate.fake_logit`); run in eval mode, its modes restored afterwards.
         images: ``(B, 3, H, W)`` in [0, 1], on the model's device.
         method: one of :data:`METHODS`.
         **kw: options of the method (a wrong name raises ``TypeError``):

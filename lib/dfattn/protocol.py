@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dfattn.data.datasets import Degradation, ManipulationBenchmark, PseudoFakePairs
+from dfattn.data.datasets import Degradation, ManipulationBenchmark, PseudoFakePairs, image_array
 from dfattn.data.faces import FaceSource
 from dfattn.data.manipulations import DEGRADATIONS, FAMILIES
 from dfattn.evaluate import evaluate_frames, predict, video_level
@@ -158,9 +158,7 @@ class FrameItems(torch.utils.data.Dataset):
         return len(self.frames)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from dfattn.data.datasets import _image_array
-
         frame = self.frames[i]
-        return {"image": torch.from_numpy(_image_array(frame.image, self.image_size)),
+        return {"image": torch.from_numpy(image_array(frame.image, self.image_size)),
                 "label": torch.tensor(float(frame.label)), "video_id": frame.video_id,
                 "method": frame.method, "index": i}

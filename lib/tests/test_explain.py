@@ -12,7 +12,6 @@ from torch import nn
 
 from dfattn.explain import (
     METHODS,
-    _fake_logit,
     attribution_maps,
     default_gradcam_layer,
     energy_in_mask,
@@ -21,6 +20,7 @@ from dfattn.explain import (
     localisation_table,
     pointing_game,
 )
+from dfattn.evaluate import fake_logit
 from dfattn.models.baseline import BaselineConfig, BinaryClassifier
 from dfattn.models.laanet import LAANet, LAANetConfig
 from dfattn.models.mat import MAT, MATConfig
@@ -311,7 +311,7 @@ def test_fake_logit_fallback_reads_common_outputs():
         def forward(self, images):
             return images.mean((1, 2, 3))[:, None]  # (B, 1)
 
-    torch.testing.assert_close(_fake_logit(TwoWay(), x), x.mean((1, 2, 3)))  # z_fake - z_real
-    torch.testing.assert_close(_fake_logit(OneColumn(), x), x.mean((1, 2, 3)))
+    torch.testing.assert_close(fake_logit(TwoWay(), x), x.mean((1, 2, 3)))  # z_fake - z_real
+    torch.testing.assert_close(fake_logit(OneColumn(), x), x.mean((1, 2, 3)))
     with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
-        _fake_logit(Three(), x)
+        fake_logit(Three(), x)

@@ -201,3 +201,30 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert torch.allclose(tensors[f"model.{name}"], value, atol=1e-5), name
     moved = single.model.state_dict()["conv.weight"] - ToyDetector().state_dict()["conv.weight"]
     assert moved.abs().max() > 1e-3  # the comparison is not vacuous: training moved the weights
+
+
+def test_compiled_training_equals_eager_and_keeps_checkpoint_keys(tmp_path, monkeypatch):
+    """``compile=True`` compiles each child of the detector in place (here through dynamo with a
+    counting backend that runs the captured graphs as they are, so no C++ toolchain is needed):
+    graphs are captured, training ends with the eager run's weights, and the checkpoint has the
+    eager model's keys (no ``_orig_mod.`` prefix), so it loads into an uncompiled detector."""
+    from torch._dynamo.testing import CompileCounter
+
+    import dfattn.train as train_module
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    monkeypatch.setitem(train_module.COMPILE_OPTIONS, "backend", counter)
+    config = dict(TINY, model="baseline", epochs=1, pretrained=False, backbone="efficientnet_lite0")
+    eager = Trainer(TrainConfig(**config), tmp_path / "eager")
+    eager.fit()
+    compiled = Trainer(TrainConfig(**config, compile=True), tmp_path / "compiled")
+    compiled.fit()
+    assert counter.frame_count > 0  # the backbone and the classifier ran as captured graphs
+    a, b = _state(eager.model), _state(compiled.model)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+    loaded, _ = load_detector(tmp_path / "compiled" / "best.safetensors")
+    assert set(loaded.state_dict()) == set(a)
+    torch._dynamo.reset()

@@ -52,7 +52,7 @@ def pair_augmentation(jpeg: bool = True) -> A.Compose:
     return A.Compose(ops, additional_targets={"fake": "image"}, seed=None)
 
 
-def _image_array(image: np.ndarray, size: int) -> np.ndarray:
+def image_array(image: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(3, size, size)`` float32 in [0, 1] (NumPy: tiny torch ops on
     per-item tensors cost more in thread-pool overhead than the work itself)."""
     if image.shape[0] != size or image.shape[1] != size:
@@ -147,7 +147,7 @@ class PseudoFakePairs(Dataset):
         heatmap, consistency, _ = laanet_targets(result.mask_unscaled, h, ratio=result.ratio)
         zeros = np.zeros((1, h, h), np.float32)
         arrays = {
-            "image": np.stack([_image_array(real, S), _image_array(fake, S)]),
+            "image": np.stack([image_array(real, S), image_array(fake, S)]),
             "label": np.array([0.0, 1.0], np.float32),
             "mask": np.stack([_mask_array(None, S), _mask_array(mask, S)]),
             "heatmap": np.stack([zeros, heatmap[None]]),
@@ -228,7 +228,7 @@ class ManipulationBenchmark(Dataset):
             image = self.degradation(image, rng)
         S = self.image_size
         return {
-            "image": torch.from_numpy(_image_array(image, S)),
+            "image": torch.from_numpy(image_array(image, S)),
             "label": torch.tensor(float(slot > 0)),
             "mask": torch.from_numpy(_mask_array(mask, S)),
             "family": torch.tensor(slot),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dfattn.data.datasets import _image_array
+from dfattn.data.datasets import image_array
 from dfattn.data.folder import IMAGE_EXTENSIONS, list_images, read_image
 
 __all__ = ["CLASSES", "LabelledFolder"]
@@ -140,7 +140,7 @@ class LabelledFolder(Dataset):
         index = index % len(self)
         image = read_image(self.root / self.paths[index])  # ValueError naming the file
         return {
-            "image": torch.from_numpy(_image_array(image, self.image_size)),
+            "image": torch.from_numpy(image_array(image, self.image_size)),
             "label": torch.tensor(float(self.labels[index])),
             "index": index,
             "path": self.paths[index],
