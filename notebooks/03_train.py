@@ -97,7 +97,10 @@ pd.DataFrame({p: {m: v for m, v in r.items()} for p, r in PROFILE_RECIPES.items(
 # %% [markdown]
 # SAM needs two forward and backward passes per step; on two CPU cores the cpu profile spends that
 # time on more epochs instead, and its runs of a few epochs need a higher base rate than a
-# 100-epoch schedule. The gpu profile trains with the papers' recipes unchanged.
+# 100-epoch schedule. LAA-Net gets 10 epochs to the others' 8: its localisation losses, weighted
+# 100 against the classifier's 1, take the first epochs, and 10 LAA-Net epochs cost about as much
+# time as MAT's 8 (each MAT step runs the network twice, once for AGDA). The gpu profile trains with
+# the papers' recipes unchanged.
 #
 # ## Training
 #

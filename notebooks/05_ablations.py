@@ -136,7 +136,7 @@ deltas.round(3)
 #   {glue:text}`d_mat__no_regional_independence_loss:+.3f`; without AGDA {glue:text}`d_mat__no_agda:+.3f`.
 #
 # **What this budget can and cannot say.** At 64 px with 160 faces and 4 epochs the reference rows
-# are far from trained (compare chapter 3's 0.97 at 128 px and 8 epochs): LAA-Net's heatmap and
+# are far from trained (compare chapter 3's models: 128 px, 600 faces, 8-10 epochs): LAA-Net's heatmap and
 # consistency losses, weighted 100 against the classifier's 1, take most of the backbone's few
 # updates, so the row without them learns the classifier fastest. That is a finding about short
 # budgets, not about the paper's claim; the gpu budget (384 px, 30 epochs, three seeds) is the one
