@@ -46,7 +46,7 @@ from dfattn.data import blending, manipulations, targets
 from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs
 from dfattn.data.faces import LANDMARK_GROUPS
 from dfattn.data.synthetic import SyntheticFaces
-from dfattn.plotting import save_figure, show
+from dfattn.plotting import save_figure, save_table, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -433,8 +433,7 @@ throughput = pd.DataFrame(
     {"per second (1 core)": rows.values(), "ms each": [1000 / v for v in rows.values()]},
     index=pd.Index(rows.keys(), name=f"{SIZE} px faces, {PROFILE.image_size} px items"),
 ).round(1)
-throughput.to_csv(FIG / "01_throughput.csv")
-(FIG / "01_throughput.md").write_text(throughput.to_markdown() + "\n")
+save_table(throughput, "01_throughput", FIG)
 glue("tbl-01-throughput", throughput, display=False)
 throughput
 

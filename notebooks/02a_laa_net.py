@@ -54,7 +54,7 @@ from dfattn.models.laanet import (
     laanet_loss,
 )
 from dfattn.models.profile import count_flops, count_parameters
-from dfattn.plotting import save_figure, show
+from dfattn.plotting import save_figure, save_table, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -395,8 +395,7 @@ for name, backbone, size in [("paper (B4)", "efficientnet_b4", 384),
     rows.append({"setting": setting, "component": "inference path (cls only)",
                  "parameters (M)": (count_parameters(m) - unused) / 1e6, "GFLOPs": cls_only / 1e9})
 size_table = pd.DataFrame(rows).set_index(["setting", "component"]).round(3)
-size_table.to_csv(FIG / "02a_params_flops.csv")
-(FIG / "02a_params_flops.md").write_text(size_table.to_markdown() + "\n")
+save_table(size_table, "02a_params_flops", FIG)
 glue("tbl-02a-params", size_table, display=False)
 size_table
 

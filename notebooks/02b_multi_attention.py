@@ -68,7 +68,7 @@ from dfattn.data.synthetic import SyntheticFaces
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
 from dfattn.models.profile import count_flops, count_parameters
-from dfattn.plotting import save_figure, show
+from dfattn.plotting import save_figure, save_table, show
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -506,8 +506,7 @@ for variant in ("paper", "official"):
     glue(f"b4_{variant}_gflops", float(b4.loc[variant, "GFLOPs"]), display=False)
     extra = b4.loc[variant, "GFLOPs"] / b4.loc[variant, "backbone GFLOPs"] - 1
     glue(f"b4_{variant}_extra_flops", float(100 * extra), display=False)
-table.to_csv(FIG / "02b_params_flops.csv", index=False)
-(FIG / "02b_params_flops.md").write_text(table.to_markdown(index=False) + "\n")
+save_table(table, "02b_params_flops", FIG, index=False)
 table
 
 # %% [markdown]

@@ -57,7 +57,7 @@ from myst_nb import glue
 
 from dfattn.config import figures_dir, get_profile, runs_dir
 from dfattn.models.profile import count_parameters
-from dfattn.plotting import save_figure
+from dfattn.plotting import save_figure, save_table
 from dfattn.train import PROFILE_RECIPES, RECIPES, TrainConfig, train
 
 PROFILE = get_profile(profile)
@@ -159,8 +159,7 @@ for name, h in histories.items():
                   "train images/s": h["train_img_per_s"].median(),
                   "minutes": h["train_seconds"].sum() / 60}
 summary = pd.DataFrame(rows).T
-summary.to_csv(FIG / "03_training.csv")
-(FIG / "03_training.md").write_text(summary.to_markdown(floatfmt=".3f") + "\n")
+save_table(summary, "03_training", FIG, floatfmt=".3f")
 for name in summary.index:
     glue(f"{name}_val_auc", float(summary.loc[name, "val AUC (SBI)"]), display=False)
     glue(f"{name}_family_auc", float(summary.loc[name, "held-out families AUC"]), display=False)

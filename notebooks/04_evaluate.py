@@ -50,7 +50,7 @@ from dfattn.data.datasets import ManipulationBenchmark
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames, plot_roc
 from dfattn.explain import attribution_maps
-from dfattn.plotting import save_figure, show
+from dfattn.plotting import save_figure, save_table, show, update_readme_table
 from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
 from dfattn.train import TrainConfig, train
 
@@ -75,8 +75,7 @@ print(f"profile {PROFILE.name}: {len(test_faces)} test people at {SIZE} px; mode
 # %%
 frames = cross_manipulation(detectors, test_faces, SIZE, seed, **KW)
 cross = cross_manipulation_table(frames)
-cross.to_csv(FIG / "04_cross_manipulation.csv")
-(FIG / "04_cross_manipulation.md").write_text(cross.to_markdown(floatfmt=".3f") + "\n")
+save_table(cross, "04_cross_manipulation", FIG, floatfmt=".3f")
 cross
 
 # %% [markdown]
@@ -85,8 +84,7 @@ cross
 # %%
 held_out = frames[frames["kind"] != "sbi"]
 metrics = pd.DataFrame({m: evaluate_frames(part).loc["all"] for m, part in held_out.groupby("model", sort=False)}).T
-metrics.to_csv(FIG / "04_metrics.csv")
-(FIG / "04_metrics.md").write_text(metrics.to_markdown(floatfmt=".3f") + "\n")
+save_table(metrics, "04_metrics", FIG, floatfmt=".3f")
 metrics
 
 # %% tags=["hide-input"]
@@ -148,8 +146,7 @@ for m in models:
 if run_quality:
     qframes = quality(detectors, test_faces, SIZE, seed, **KW)
     qtable = quality_table(qframes)
-    qtable.to_csv(FIG / "04_quality.csv")
-    (FIG / "04_quality.md").write_text(qtable.to_markdown(floatfmt=".3f") + "\n")
+    save_table(qtable, "04_quality", FIG, floatfmt=".3f")
     degradations = list(dict.fromkeys(qtable.index.get_level_values(0)))
     fig, axes = plt.subplots(1, len(degradations), figsize=(3.2 * len(degradations), 3.2), sharey=True)
     for ax, name in zip(np.atleast_1d(axes), degradations):
@@ -231,14 +228,9 @@ save_figure(fig, "04_decisions", FIG)
 
 # %%
 if PROFILE.name != "smoke":  # the README shows the book's tables, from the files written above
-    readme = repo_root() / "README.md"
-    text = readme.read_text()
     for key, path in {"cross": "04_cross_manipulation.md", "quality": "04_quality.md"}.items():
-        start, end = f"<!-- table:{key} -->", f"<!-- /table:{key} -->"
-        if start in text and end in text and (FIG / path).exists():
-            head, rest = text.split(start, 1)
-            text = head + start + "\n" + (FIG / path).read_text() + end + rest.split(end, 1)[1]
-    readme.write_text(text)
+        if (FIG / path).exists():
+            update_readme_table(repo_root() / "README.md", key, (FIG / path).read_text())
 
 # %% [markdown]
 # ## Summary

@@ -48,7 +48,7 @@ from myst_nb import glue
 
 from dfattn.ablations import ABLATIONS, BUDGETS, as_text, run_ablations, summarise
 from dfattn.config import figures_dir, get_profile, repo_root, runs_dir
-from dfattn.plotting import save_figure
+from dfattn.plotting import save_figure, save_table, update_readme_table
 
 PROFILE = get_profile(profile)
 FIG = figures_dir(PROFILE)
@@ -68,8 +68,7 @@ results = run_ablations(grid, PROFILE.name, RUNS, BUDGET, data, flip_tta=True, p
 results.to_csv(FIG / "05_ablations_runs.csv", index=False)
 summary = summarise(results)
 table = as_text(summary)
-table.to_csv(FIG / "05_ablations.csv")
-(FIG / "05_ablations.md").write_text(table.to_markdown() + "\n")
+save_table(table, "05_ablations", FIG)
 table
 
 # %% tags=["hide-input"]
@@ -147,13 +146,7 @@ deltas.round(3)
 
 # %%
 if PROFILE.name != "smoke":
-    readme = repo_root() / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- table:ablations -->", "<!-- /table:ablations -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + (FIG / "05_ablations.md").read_text() + end + rest.split(end, 1)[1]
-        readme.write_text(text)
+    update_readme_table(repo_root() / "README.md", "ablations", (FIG / "05_ablations.md").read_text())
 
 # %% [markdown]
 # ## Summary

@@ -48,7 +48,7 @@ from dfattn.config import figures_dir, get_profile, runs_dir
 from dfattn.data.datasets import ManipulationBenchmark
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.explain import METHODS, attribution_maps, localisation_scores
-from dfattn.plotting import save_figure, show
+from dfattn.plotting import save_figure, save_table, show
 from dfattn.train import TrainConfig, train
 
 PROFILE = get_profile(profile)
@@ -116,11 +116,9 @@ scores = pd.concat([localisation_scores({method: m}, masks, families).assign(mod
                     for (name, method), m in maps.items()], ignore_index=True)
 overall = scores.groupby(["model", "method"], sort=False)[["pointing_game", "auc", "energy"]].mean()
 overall["mask share"] = float(masks.mean())
-overall.to_csv(FIG / "06_localisation.csv")
-(FIG / "06_localisation.md").write_text(overall.to_markdown(floatfmt=".3f") + "\n")
+save_table(overall, "06_localisation", FIG, floatfmt=".3f")
 per_family_table = scores.pivot_table(index=["model", "method"], columns="group", values="auc", sort=False)
-per_family_table.to_csv(FIG / "06_localisation_by_family.csv")
-(FIG / "06_localisation_by_family.md").write_text(per_family_table.to_markdown(floatfmt=".3f") + "\n")
+save_table(per_family_table, "06_localisation_by_family", FIG, floatfmt=".3f")
 overall
 
 # %% [markdown]

@@ -1,4 +1,5 @@
-"""Small figure helpers shared by the chapters: draw an image panel, save and glue a figure."""
+"""Small figure and table helpers shared by the chapters: draw an image panel, save and glue a
+figure, write a table as CSV and Markdown, copy a table into the README."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 
 def show(ax, image, title: str | None = None, cmap: str | None = None,
@@ -33,3 +35,44 @@ def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:
         myst_glue(name, Image(data=path.read_bytes(), format="png"), display=False)
     plt.close(fig)
     return path
+
+
+def markdown_table(table: pd.DataFrame | pd.Series, floatfmt: str = "g") -> str:
+    """GitHub Markdown of ``table``, one line per row. The levels of a row MultiIndex become columns
+    of their own (printed as they are, not with ``floatfmt``) and MultiIndex column labels are joined
+    with spaces, so no cell reads like a Python tuple."""
+    if isinstance(table, pd.Series):
+        table = table.to_frame()
+    if isinstance(table.columns, pd.MultiIndex):
+        table = table.set_axis([" ".join(map(str, c)) for c in table.columns], axis=1)
+    if not isinstance(table.index, pd.MultiIndex):
+        return table.to_markdown(floatfmt=floatfmt) + "\n"
+    levels = list(range(table.index.nlevels))
+    flat = table.reset_index()
+    for i in levels:  # index labels as text: a strength of 90.0 reads "90", not "90.000"
+        flat.isetitem(i, flat.iloc[:, i].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v)))
+    return flat.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=levels) + "\n"
+
+
+def save_table(table: pd.DataFrame | pd.Series, name: str, folder: Path, floatfmt: str = "g",
+               index: bool = True) -> Path:
+    """Write ``table`` as ``folder/name.csv`` (full precision) and ``folder/name.md`` (for the README
+    and readers of the repository); return the Markdown file's path."""
+    folder = Path(folder)
+    table.to_csv(folder / f"{name}.csv", index=index)
+    path = folder / f"{name}.md"
+    path.write_text(markdown_table(table, floatfmt) if index
+                    else table.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    return path
+
+
+def update_readme_table(readme: Path, key: str, markdown: str) -> None:
+    """Replace what lies between ``<!-- table:key -->`` and ``<!-- /table:key -->`` in ``readme``
+    with ``markdown``; a README without both markers is an error naming the file and the key."""
+    readme = Path(readme)
+    text = readme.read_text()
+    start, end = f"<!-- table:{key} -->", f"<!-- /table:{key} -->"
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"{readme}: no '{start}' ... '{end}' block to replace")
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + "\n" + markdown.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])

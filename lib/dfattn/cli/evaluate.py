@@ -29,6 +29,7 @@ import torch
 from dfattn.config import get_device
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames
+from dfattn.plotting import save_table
 from dfattn.protocol import (FrameItems, cross_manipulation, cross_manipulation_table, labelled_frames,
                              quality, quality_table)
 from dfattn.train import load_detector
@@ -52,10 +53,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _name(path: Path) -> str:
     return path.parent.name if path.name in ("best.safetensors", "last.safetensors") else path.stem
-
-
-def _markdown(table: pd.DataFrame | pd.Series, path: Path) -> None:
-    path.write_text(table.to_markdown(floatfmt=".3f") + "\n")
 
 
 def evaluate_run(checkpoint: Path, data: str | None, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -120,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     for key, rows in tables.items():
         table = pd.DataFrame(rows).T if key != "quality" else pd.DataFrame(rows)
-        table.to_csv(out / f"{key}.csv")
-        _markdown(table, out / f"{key}.md")
+        save_table(table, key, out, floatfmt=".3f")
         print(f"\n{key} ({'AUC' if key in ('cross', 'quality') else 'all metrics'}):")
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     return 0
