@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -26,6 +25,8 @@ def show(ax, image, title: str | None = None, cmap: str | None = None,
 
 def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:
     """Save ``fig`` as ``folder/name.png`` (byte-stable metadata), glue it for the book, close it."""
+    import matplotlib.pyplot as plt  # here, not at import: the table helpers need no matplotlib
+
     path = Path(folder) / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
     if glue:  # glue the saved PNG itself: the book gets an image whatever matplotlib backend ran
@@ -37,16 +38,17 @@ def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:
     return path
 
 
-def markdown_table(table: pd.DataFrame | pd.Series, floatfmt: str = "g") -> str:
-    """GitHub Markdown of ``table``, one line per row. The levels of a row MultiIndex become columns
-    of their own (printed as they are, not with ``floatfmt``) and MultiIndex column labels are joined
-    with spaces, so no cell reads like a Python tuple."""
+def markdown_table(table: pd.DataFrame | pd.Series, floatfmt: str = "g", index: bool = True) -> str:
+    """GitHub Markdown of ``table``, one line per row (with its index unless ``index=False``). The
+    levels of a row MultiIndex become columns of their own (printed as they are, not with
+    ``floatfmt``) and MultiIndex column labels are joined with spaces, so no cell reads like a
+    Python tuple."""
     if isinstance(table, pd.Series):
         table = table.to_frame()
     if isinstance(table.columns, pd.MultiIndex):
         table = table.set_axis([" ".join(map(str, c)) for c in table.columns], axis=1)
-    if not isinstance(table.index, pd.MultiIndex):
-        return table.to_markdown(floatfmt=floatfmt) + "\n"
+    if not index or not isinstance(table.index, pd.MultiIndex):
+        return table.to_markdown(index=index, floatfmt=floatfmt) + "\n"
     levels = list(range(table.index.nlevels))
     flat = table.reset_index()
     for i in levels:  # index labels as text: a strength of 90.0 reads "90", not "90.000"
@@ -61,8 +63,7 @@ def save_table(table: pd.DataFrame | pd.Series, name: str, folder: Path, floatfm
     folder = Path(folder)
     table.to_csv(folder / f"{name}.csv", index=index)
     path = folder / f"{name}.md"
-    path.write_text(markdown_table(table, floatfmt) if index
-                    else table.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    path.write_text(markdown_table(table, floatfmt, index))
     return path
 
 
