@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from dfattn.config import get_profile
 from dfattn.models.laanet import LAANet, LAANetConfig, laanet_loss
-from dfattn.models.profile import count_flops, count_parameters
+from dfattn.models.flops import count_flops, count_parameters
 
 # images/s on a 2-core CPU in float32, 384 px, batch 4 (measured with the official code and timm)
 OFFICIAL_CPU = {"train": 0.85, "forward": 3.0}

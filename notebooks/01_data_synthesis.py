@@ -43,7 +43,7 @@ from myst_nb import glue
 
 from dfattn.config import figures_dir, get_profile, seed_everything
 from dfattn.data import blending, manipulations, targets
-from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs
+from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs
 from dfattn.data.faces import LANDMARK_GROUPS
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.plotting import save_figure, save_table, show

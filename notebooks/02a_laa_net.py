@@ -53,7 +53,7 @@ from dfattn.models.laanet import (
     consistency_map,
     laanet_loss,
 )
-from dfattn.models.profile import count_flops, count_parameters
+from dfattn.models.flops import count_flops, count_parameters
 from dfattn.plotting import save_figure, save_table, show
 
 PROFILE = get_profile(profile)

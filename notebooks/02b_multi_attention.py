@@ -67,7 +67,7 @@ from dfattn.data.datasets import PseudoFakePairs, collate_pairs
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
-from dfattn.models.profile import count_flops, count_parameters
+from dfattn.models.flops import count_flops, count_parameters
 from dfattn.plotting import save_figure, save_table, show
 
 PROFILE = get_profile(profile)
@@ -477,7 +477,7 @@ pd.DataFrame([
 # %% [markdown]
 # ## Parameters and FLOPs
 #
-# FLOPs of one forward pass of one image, counted with `dfattn.models.profile` (PyTorch's
+# FLOPs of one forward pass of one image, counted with `dfattn.models.flops` (PyTorch's
 # `FlopCounterMode`, here on the `meta` device; a multiply-add counts as 2 FLOPs, convolutions and
 # matrix products only, as usual). The stage-1 classifier of the official schedule is left out.
 

@@ -56,7 +56,7 @@ import pandas as pd
 from myst_nb import glue
 
 from dfattn.config import figures_dir, get_profile, runs_dir
-from dfattn.models.profile import count_parameters
+from dfattn.models.flops import count_parameters
 from dfattn.plotting import save_figure, save_table
 from dfattn.train import PROFILE_RECIPES, RECIPES, TrainConfig, train
 

@@ -46,7 +46,7 @@ import torch
 from myst_nb import glue
 
 from dfattn.config import figures_dir, get_profile, repo_root, runs_dir
-from dfattn.data.datasets import ManipulationBenchmark
+from dfattn.data.datasets import HeldOutFamilies
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames, plot_roc
 from dfattn.explain import attribution_maps
@@ -188,7 +188,7 @@ if run_quality:
 # (mean of its maps) and the ground-truth mask of the manipulation.
 
 # %%
-bench = ManipulationBenchmark(test_faces, SIZE, seed=seed)
+bench = HeldOutFamilies(test_faces, SIZE, seed=seed)
 lf = frames[(frames["model"] == models[0]) & (frames["kind"] != "sbi")].reset_index(drop=True)
 picks = {
     "caught fake": lf[lf["label"] == 1]["prob"].idxmax(),

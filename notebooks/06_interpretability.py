@@ -45,7 +45,7 @@ import torch
 from myst_nb import glue
 
 from dfattn.config import figures_dir, get_profile, runs_dir
-from dfattn.data.datasets import ManipulationBenchmark
+from dfattn.data.datasets import HeldOutFamilies
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.explain import METHODS, attribution_maps, localisation_scores
 from dfattn.plotting import save_figure, save_table, show
@@ -59,7 +59,7 @@ detectors = {m: train(c, RUNS / m)[0] for m, c in configs.items()}  # chapter 3'
 c0 = configs[models[0]]
 per_family = per_family or {"smoke": 2, "cpu": 12, "gpu": 50}[PROFILE.name]
 test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed)["test"]
-bench = ManipulationBenchmark(test_faces, c0.image_size, seed=seed)
+bench = HeldOutFamilies(test_faces, c0.image_size, seed=seed)
 fakes = [i for i in range(len(bench)) if bench.kind(i) != "real"]
 chosen = [i for f in bench.families for i in [j for j in fakes if bench.kind(j) == f][:per_family]]
 items = [bench[i] for i in chosen]

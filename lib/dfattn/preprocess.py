@@ -1,6 +1,6 @@
 """Offline preprocessing of benchmark videos into face crops with 68 landmarks.
 
-For each :class:`~dfattn.data.benchmarks.VideoRecord`: sample ``frames_per_video`` frames evenly
+For each :class:`~dfattn.data.public.VideoRecord`: sample ``frames_per_video`` frames evenly
 (:func:`~dfattn.data.video.sample_frames`, 32 as in LAA-Net's test protocol, laanet.md section
 4.2), find the largest face and its 68 landmarks in each frame offline
 (:func:`~dfattn.data.folder.detect_landmarks`: dlib HOG + 68-point predictor), crop it
@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfattn.data.benchmarks import VideoRecord
+from dfattn.data.public import VideoRecord
 from dfattn.data.folder import crop_face, detect_landmarks
 from dfattn.data.preprocessed import INDEX_FILE
 from dfattn.data.video import sample_frames
@@ -262,7 +262,7 @@ def preprocess(records: Iterable[VideoRecord], out_dir: str | os.PathLike,
     """Face crops and landmarks of ``frames_per_video`` frames of every video (module docstring).
 
     Args:
-        records: the videos (:func:`~dfattn.data.benchmarks.load_benchmark`).
+        records: the videos (:func:`~dfattn.data.public.load_public_dataset`).
         out_dir: output folder (created).
         frames_per_video: frames sampled evenly per video (fewer if the video is shorter).
         size: side of the saved square crops, pixels.

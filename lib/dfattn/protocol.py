@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dfattn.data.datasets import Degradation, ManipulationBenchmark, PseudoFakePairs, image_array
+from dfattn.data.datasets import Degradation, HeldOutFamilies, PseudoFakePairs, image_array
 from dfattn.data.faces import FaceSource
 from dfattn.data.manipulations import DEGRADATIONS, FAMILIES
 from dfattn.evaluate import evaluate_frames, predict, video_level
@@ -28,7 +28,7 @@ from dfattn.evaluate import evaluate_frames, predict, video_level
 PredictKw = dict[str, Any]
 
 
-def _kinds(dataset: ManipulationBenchmark) -> list[str]:
+def _kinds(dataset: HeldOutFamilies) -> list[str]:
     return [dataset.kind(i) for i in range(len(dataset))]
 
 
@@ -68,7 +68,7 @@ def cross_manipulation(models: Mapping[str, nn.Module], faces: FaceSource, image
 
     ``predict_kw`` go to :func:`~dfattn.evaluate.predict` (``flip_tta``, ``batch_size``, ...).
     """
-    bench = ManipulationBenchmark(faces, image_size, families, seed=seed)
+    bench = HeldOutFamilies(faces, image_size, families, seed=seed)
     kinds = _kinds(bench)
     df = _predict_all(models, bench, **predict_kw)
     df["kind"] = kinds * len(models)
@@ -104,7 +104,7 @@ def quality(models: Mapping[str, nn.Module], faces: FaceSource, image_size: int,
     parts = []
     for name in degradations or list(DEGRADATIONS):
         for strength in (strengths or {}).get(name, DEGRADATIONS[name].grid):
-            bench = ManipulationBenchmark(faces, image_size, families, Degradation(name, strength), seed)
+            bench = HeldOutFamilies(faces, image_size, families, Degradation(name, strength), seed)
             df = _predict_all(models, bench, **predict_kw)
             parts.append(df.assign(kind=_kinds(bench) * len(models), degradation=name, strength=strength))
     return pd.concat(parts, ignore_index=True).drop(columns=["family"], errors="ignore")

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from dfattn.config import get_device, get_profile, seed_everything
-from dfattn.data.datasets import ManipulationBenchmark, PseudoFakePairs, collate_pairs, loader_kwargs
+from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import binary_metrics, evaluate_frames, predict
 from dfattn.protocol import Materialised
@@ -526,7 +526,7 @@ class Trainer:
             sets = {"val": Materialised(PseudoFakePairs(self.val_faces, c.image_size, c.blend, train=False,
                                                         seed=c.seed + 1))}
             if c.val_families:
-                benchmark = ManipulationBenchmark(self.val_faces, c.image_size, seed=c.seed + 1)
+                benchmark = HeldOutFamilies(self.val_faces, c.image_size, seed=c.seed + 1)
                 self.families = benchmark.families
                 sets["family"] = Materialised(benchmark)
             self._val_sets = sets

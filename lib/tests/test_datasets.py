@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from dfattn.data.datasets import (
     Degradation,
-    ManipulationBenchmark,
+    HeldOutFamilies,
     PseudoFakePairs,
     collate_pairs,
     loader_kwargs,
@@ -77,7 +77,7 @@ def test_bi_pairs_take_a_donor_of_another_identity():
 
 
 def test_benchmark_lists_every_family_after_each_real(faces):
-    bench = ManipulationBenchmark(faces, SIZE)
+    bench = HeldOutFamilies(faces, SIZE)
     n = 1 + len(FAMILIES)
     assert len(bench) == len(faces) * n
     kinds = [bench.kind(i) for i in range(n)]
@@ -89,7 +89,7 @@ def test_benchmark_lists_every_family_after_each_real(faces):
 
 
 def test_benchmark_degrades_real_images_too(faces):
-    bench = ManipulationBenchmark(faces, 128, families=["region_swap"], degradation=Degradation("jpeg", 30))
+    bench = HeldOutFamilies(faces, 128, families=["region_swap"], degradation=Degradation("jpeg", 30))
     real = bench[0]["image"]
     expected = degrade(faces[0].image, "jpeg", 30)
     torch.testing.assert_close(
@@ -98,7 +98,7 @@ def test_benchmark_degrades_real_images_too(faces):
     with pytest.raises(ValueError, match="unknown degradation"):
         Degradation("sepia", 1)
     with pytest.raises(ValueError, match="unknown manipulation families"):
-        ManipulationBenchmark(faces, SIZE, families=["morph"])
+        HeldOutFamilies(faces, SIZE, families=["morph"])
 
 
 REAL_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_faces"

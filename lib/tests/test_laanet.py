@@ -21,7 +21,7 @@ from dfattn.models.laanet import (
     laanet_loss,
     plain_fusion,
 )
-from dfattn.models.profile import count_flops, count_parameters
+from dfattn.models.flops import count_flops, count_parameters
 
 torch.set_num_threads(1)
 

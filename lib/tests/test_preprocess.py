@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dfattn.cli.preprocess import main
-from dfattn.data.benchmarks import VideoRecord, celebdf, ffpp, load_benchmark
+from dfattn.data.public import VideoRecord, celebdf, ffpp, load_public_dataset
 from dfattn.data.faces import Face, FaceSource
 from dfattn.data.folder import crop_face, detect_landmarks, plausible_landmarks, read_image
 from dfattn.data.preprocessed import LabelledFrame, PreprocessedFaces, PreprocessedFrames, index
@@ -176,4 +176,4 @@ def test_cli_preprocesses_a_labelled_folder(tmp_path, capsys):
     assert main(["--dataset", "celebdf", "--root", str(tmp_path / "nowhere"), "--out",
                  str(out)]) == 1
     assert "nowhere: missing folder" in capsys.readouterr().err
-    assert load_benchmark("videos", tmp_path / "clips")[0].video_id == "videos/a"
+    assert load_public_dataset("videos", tmp_path / "clips")[0].video_id == "videos/a"

@@ -1,7 +1,7 @@
 """``dfattn-preprocess``: face crops and landmarks of a benchmark's videos, for training and
 evaluation.
 
-Reads a benchmark in its official layout (:mod:`dfattn.data.benchmarks`) and writes the folder
+Reads a benchmark in its official layout (:mod:`dfattn.data.public`) and writes the folder
 that :mod:`dfattn.data.preprocessed` reads (layout in :mod:`dfattn.preprocess`)::
 
     dfattn-preprocess --dataset ffpp --root /data/FaceForensics++ --out /data/pre/ffpp \\
@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Sequence
 
-from dfattn.data.benchmarks import BENCHMARKS, FFPP_METHODS, SPLITS, load_benchmark
+from dfattn.data.public import PUBLIC_DATASETS, FFPP_METHODS, SPLITS, load_public_dataset
 from dfattn.preprocess import preprocess
 
 
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
         description="Sample frames of benchmark videos, detect the face offline (dlib), and save "
                     "face crops, their 68 landmarks and an index.",
     )
-    p.add_argument("--dataset", required=True, choices=sorted(BENCHMARKS),
+    p.add_argument("--dataset", required=True, choices=sorted(PUBLIC_DATASETS),
                    help="benchmark layout to read")
     p.add_argument("--root", required=True, help="the benchmark's folder")
     p.add_argument("--out", required=True,
@@ -71,7 +71,7 @@ def _options(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        records = load_benchmark(args.dataset, args.root, **_options(args))
+        records = load_public_dataset(args.dataset, args.root, **_options(args))
     except (OSError, ValueError) as err:
         print(f"dfattn-preprocess: {err}", file=sys.stderr)
         return 1

@@ -180,7 +180,7 @@ class Degradation:
         return f"{self.name}={self.strength:g}"
 
 
-class ManipulationBenchmark(Dataset):
+class HeldOutFamilies(Dataset):
     """Held-out faces, real and manipulated by the held-out families (never used in training).
 
     Item ``k`` is face ``k // (1 + F)``: first the real image, then one fake per family, each with

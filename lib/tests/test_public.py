@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from dfattn.data.benchmarks import (
+from dfattn.data.public import (
     VideoRecord,
     celebdf,
     dfd,
     dfdc,
     dfdcp,
     ffpp,
-    load_benchmark,
+    load_public_dataset,
     parse_label,
     video_folder,
 )
@@ -130,7 +130,7 @@ def test_ffpp_labels_splits_and_ids_follow_the_split_files(ffpp_root):
     for r in records:
         assert r.dataset == d and r.path.is_file()
         assert r.path.stem == r.video_id.rsplit("/", 1)[1]
-    assert load_benchmark("ffpp", ffpp_root, compression="c23") == records
+    assert load_public_dataset("ffpp", ffpp_root, compression="c23") == records
 
 
 def test_ffpp_options_and_missing_files_are_named(ffpp_root, tmp_path):
@@ -153,7 +153,7 @@ def test_ffpp_options_and_missing_files_are_named(ffpp_root, tmp_path):
     with pytest.raises(ValueError, match="pairs"):
         ffpp(ffpp_root, splits=tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_benchmark("ffpp", tmp_path / "nowhere")
+        load_public_dataset("ffpp", tmp_path / "nowhere")
 
 
 def test_ffpp_raw_folder_is_c0(tmp_path):
@@ -230,7 +230,7 @@ def test_dfdc_metadata_parts_and_test_labels(tmp_path):
     (test / "labels.csv").write_text("filename,label\nccc.mp4,1\nddd.mp4,0\n")
     for path in (part / "aaa.mp4", part / "bbb.mp4", test / "ccc.mp4", test / "videos/ddd.mp4"):
         touch(path)
-    records = load_benchmark("dfdc", tmp_path)
+    records = load_public_dataset("dfdc", tmp_path)
     assert [(r.video_id, r.label, r.split, r.method) for r in records] == [
         ("dfdc/dfdc_train_part_0/aaa", 1, "train", "fake"),
         ("dfdc/dfdc_train_part_0/bbb", 0, "train", "real"),
@@ -287,7 +287,7 @@ def test_video_folder_with_labels_csv(tmp_path):
     ]
     other = tmp_path / "other.csv"
     other.write_text(f"path,label,method\n{tmp_path / 'three.mp4'},0,camera\n")
-    (record,) = load_benchmark("videos", tmp_path, labels=other)
+    (record,) = load_public_dataset("videos", tmp_path, labels=other)
     assert (record.video_id, record.label, record.method, record.split) == (
         "videos/three", 0, "camera", "test")
     other.write_text("file,label\nthree.mp4,0\n")
@@ -300,9 +300,9 @@ def test_video_folder_with_labels_csv(tmp_path):
 
 def test_registry_rejects_unknown_names_and_options(tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark 'ff'"):
-        load_benchmark("ff", tmp_path)
+        load_public_dataset("ff", tmp_path)
     with pytest.raises(ValueError, match=r"'celebdf' takes options \[\], got \['compression'\]"):
-        load_benchmark("celebdf", tmp_path, compression="c23")
+        load_public_dataset("celebdf", tmp_path, compression="c23")
     assert parse_label(" Fake ", "x") == 1 and parse_label(0, "x") == 0
     with pytest.raises(ValueError, match="split"):
         VideoRecord(tmp_path, 0, "training", "d", "m", "d/x")

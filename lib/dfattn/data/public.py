@@ -57,7 +57,7 @@ Any folder of videos (:func:`video_folder`; ``dataset`` is an option, ``"videos"
       labels.csv         path,label[,split][,method]   (label real/fake or 0/1; split default test)
       any/sub/folders/clip.mp4 ...
 
-:func:`load_benchmark` picks an adapter by name (``ffpp, celebdf, dfdc, dfdcp, dfd, videos``).
+:func:`load_public_dataset` picks an adapter by name (``ffpp, celebdf, dfdc, dfdcp, dfd, videos``).
 The labelling by folder follows LAA-Net's test code (laanet.md, section 4.2).
 """
 
@@ -73,7 +73,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 __all__ = [
-    "BENCHMARKS",
+    "PUBLIC_DATASETS",
     "DFDC_PREVIEW_FAKE",
     "FFPP_METHODS",
     "SPLITS",
@@ -83,7 +83,7 @@ __all__ = [
     "dfdc",
     "dfdcp",
     "ffpp",
-    "load_benchmark",
+    "load_public_dataset",
     "parse_label",
     "video_folder",
 ]
@@ -475,7 +475,7 @@ def video_folder(root: str | os.PathLike, labels: str | os.PathLike | None = Non
 # Registry
 # --------------------------------------------------------------------------------------------
 
-BENCHMARKS: dict[str, Callable[..., list[VideoRecord]]] = {
+PUBLIC_DATASETS: dict[str, Callable[..., list[VideoRecord]]] = {
     "ffpp": ffpp,
     "celebdf": celebdf,
     "dfdc": dfdc,
@@ -485,8 +485,8 @@ BENCHMARKS: dict[str, Callable[..., list[VideoRecord]]] = {
 }
 
 
-def load_benchmark(name: str, root: str | os.PathLike, /, **options) -> list[VideoRecord]:
-    """The videos of benchmark ``name`` (a key of :data:`BENCHMARKS`) stored at ``root``.
+def load_public_dataset(name: str, root: str | os.PathLike, /, **options) -> list[VideoRecord]:
+    """The videos of benchmark ``name`` (a key of :data:`PUBLIC_DATASETS`) stored at ``root``.
 
     ``options`` go to the adapter (``ffpp``: ``compression, methods, splits``; ``dfd``:
     ``compression``; ``videos``: ``labels, dataset``).
@@ -495,9 +495,9 @@ def load_benchmark(name: str, root: str | os.PathLike, /, **options) -> list[Vid
         ValueError: unknown benchmark or option.
         FileNotFoundError: ``root``, a split / label file or a listed video is missing.
     """
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}: use one of {sorted(BENCHMARKS)}")
-    adapter = BENCHMARKS[name]
+    if name not in PUBLIC_DATASETS:
+        raise ValueError(f"unknown benchmark {name!r}: use one of {sorted(PUBLIC_DATASETS)}")
+    adapter = PUBLIC_DATASETS[name]
     accepted = list(inspect.signature(adapter).parameters)[1:]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
