@@ -11,8 +11,8 @@ from dfattn.cli import evaluate as evaluate_cli
 from dfattn.cli import preprocess as preprocess_cli
 from dfattn.cli import train as train_cli
 from dfattn.data.preprocessed import PreprocessedFaces
-from dfattn.train import read_checkpoint
-from test_benchmarks import make_celebdf, make_ffpp
+from dfattn.checkpoint import read_checkpoint
+from test_public import make_celebdf, make_ffpp
 
 
 def test_benchmark_videos_to_video_level_tables(tmp_path):
