@@ -15,7 +15,7 @@ from dfattn.data.preprocessed import LabelledFrame, PreprocessedFaces, Preproces
 from dfattn.data.video import read_frames
 from dfattn.preprocess import preprocess
 
-from test_benchmarks import face_video, make_celebdf, make_ffpp, write_video
+from test_public import face_video, make_celebdf, make_ffpp, write_video
 
 N_FRAMES = 4  # sampled per 7-frame video: frames 0, 2, 4, 6
 CROP = 96
