@@ -1,6 +1,7 @@
 """Evaluation: predictions as tables, frame- and video-level metrics, ROC curves.
 
-The test protocol follows LAA-Net's (``laanet.md`` §4.2), which the MAT evaluation shares:
+The test protocol follows LAA-Net's (paper §4.1 and its released test code), which the MAT
+evaluation shares:
 
 - **flip test**: the logit of an image is the mean of the logits of the image and of its horizontal
   flip (:func:`fake_logit` with ``flip_tta=True``);
@@ -16,10 +17,9 @@ columns ``logit``, ``prob``, ``label`` (1 = fake), plus the metadata the dataset
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -38,13 +38,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dfattn.data.datasets import collate_pairs, loader_kwargs
-from dfattn.models.mat import fake_logit as logits_to_fake_logit
+from dfattn.models.base import Detector
 
 __all__ = [
     "METRICS",
     "binary_metrics",
     "equal_error_rate",
     "evaluate_frames",
+    "evaluating",
     "fake_logit",
     "plot_roc",
     "predict",
@@ -135,69 +136,31 @@ def binary_metrics(labels: Any, scores: Any, threshold: float = 0.5) -> dict[str
 # --------------------------------------------------------------------------------------------
 
 
-def _read_fake_logit(model: nn.Module, images: Tensor) -> Tensor:
-    """``(B,)`` logit of P(fake): ``model.fake_logit`` where the model has one (the detector
-    interface), otherwise read off ``model(images)``: a tensor ``(B,)``, ``(B, 1)`` or ``(B, 2)``
-    (softmax: ``z_fake - z_real``), or an output record with ``cls`` (LAA-Net) or ``logits`` (MAT)."""
-    if hasattr(model, "fake_logit"):
-        return model.fake_logit(images)
-    out = model(images)
-    logits = out if isinstance(out, Tensor) else getattr(out, "cls", getattr(out, "logits", None))
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{type(model).__name__} has no fake_logit() and its output "
-                        f"{type(out).__name__} is neither a tensor nor has .cls / .logits")
-    if logits.ndim == 1:
-        return logits
-    if logits.ndim == 2 and logits.shape[1] in (1, 2):
-        return logits_to_fake_logit(logits)
-    raise ValueError(f"{type(model).__name__}: cannot read a fake logit off an output of shape "
-                     f"{tuple(logits.shape)}; expected (B,), (B, 1) or (B, 2)")
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and restore every submodule's own ``training`` flag afterwards
+    (``model.train(flag)`` would overwrite submodules deliberately left in another mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
-def fake_logit(model: nn.Module, images: Tensor, flip_tta: bool = False) -> Tensor:
-    """The ``(B,)`` logit of P(fake) of ``images``: ``model.fake_logit(images)`` for a detector
-    (any other classifier: read off its output, see :func:`_read_fake_logit`); with ``flip_tta``
-    the mean of the logits of the images and of their horizontal flips (LAA-Net's ``flip_test``,
-    ``laanet.md`` §4.2).
-
-    The flipped copies go through the model in the same forward pass (a batch of ``2B``).
-    """
+def fake_logit(model: Detector, images: Tensor, flip_tta: bool = False) -> Tensor:
+    """The ``(B,)`` logit of P(fake) of ``images``: ``model.fake_logit(images)``; with ``flip_tta``
+    the mean of the logits of the images and of their horizontal flips (LAA-Net's flip test,
+    paper §4.1), both in one forward pass of ``2B`` images."""
     n = images.shape[0]
     if flip_tta:
         images = torch.cat([images, images.flip(-1)])  # (2B, 3, H, W)
-    logits = _read_fake_logit(model, images)
+    logits = model.fake_logit(images)
     if logits.shape != (images.shape[0],):
-        raise ValueError(
-            f"{type(model).__name__}.fake_logit must return (B,) = ({images.shape[0]},) logits, "
-            f"got {tuple(logits.shape)}"
-        )
+        raise ValueError(f"{type(model).__name__}.fake_logit must return (B,) = ({images.shape[0]},) "
+                         f"logits, got {tuple(logits.shape)}")
     return logits.view(2, n).mean(0) if flip_tta else logits
-
-
-def _collate_for(dataset: Dataset):
-    """:func:`collate_pairs` for datasets whose items hold several images (``image`` of shape
-    ``(k, 3, H, W)``, e.g. real/fake pairs); the DataLoader default otherwise."""
-    first = dataset[0]
-    if not isinstance(first, Mapping) or "image" not in first:
-        got = f"keys {sorted(first)}" if isinstance(first, Mapping) else type(first).__name__
-        raise TypeError(f"{type(dataset).__name__} items must be dicts with an 'image' tensor, "
-                        f"got {got}")
-    return collate_pairs if first["image"].ndim == 4 else None
-
-
-def _batch_images(batch: Any, b: int) -> Tensor:
-    """The ``(B, 3, H, W)`` float images of batch number ``b``, or a clear error."""
-    if not isinstance(batch, Mapping) or "image" not in batch:
-        raise TypeError(f"batch {b}: expected a dict with an 'image' tensor, "
-                        f"got {type(batch).__name__}")
-    images = batch["image"]
-    if not (isinstance(images, Tensor) and images.ndim == 4 and images.is_floating_point()):
-        raise ValueError(
-            f"batch {b}: 'image' must be a float tensor (B, 3, H, W) in [0, 1], got "
-            f"{getattr(images, 'dtype', type(images).__name__)} "
-            f"{tuple(getattr(images, 'shape', ()))}"
-        )
-    return images
 
 
 def _column(value: Any, n: int) -> np.ndarray | None:
@@ -205,45 +168,33 @@ def _column(value: Any, n: int) -> np.ndarray | None:
     (masks, heatmaps and other tensors with more than one dimension are left out)."""
     if isinstance(value, Tensor):
         return value.detach().cpu().numpy() if value.ndim == 1 and len(value) == n else None
-    if isinstance(value, np.ndarray):
-        return value if value.ndim == 1 and len(value) == n else None
-    if isinstance(value, (list, tuple)) and len(value) == n:
-        if all(isinstance(v, (str, bytes, int, float, bool, np.generic)) for v in value):
-            return np.asarray(value)
+    if isinstance(value, (list, tuple)) and len(value) == n and \
+            all(isinstance(v, (str, bytes, int, float, bool, np.generic)) for v in value):
+        return np.asarray(value)
     return None
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def predict(
-    model: nn.Module,
-    dataset_or_loader: Dataset | DataLoader,
+    model: Detector,
+    dataset: Dataset,
     batch_size: int = 64,
     flip_tta: bool = False,
-    device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = True,
-    collate_fn: Any = None,
     amp: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> pd.DataFrame:
     """P(fake) of every image of a dataset, as a table with one row per image, in dataset order.
 
     Args:
-        model: a detector (anything with ``fake_logit(images) -> (B,)``, images ``(B, 3, H, W)``
-            in [0, 1]). It runs in eval mode without gradients; the train/eval mode of each of its
-            modules, and its device, are restored afterwards.
-        dataset_or_loader: a dataset of dict items (``image`` and usually ``label``) or a
-            DataLoader yielding dict batches (its own order and batch size then apply). Items
+        model: a detector; it runs where its parameters are, in eval mode without gradients, and
+            every submodule's train/eval mode is restored afterwards.
+        dataset: a dataset of dict items (``image`` and usually ``label`` plus metadata). Items
             holding several images (``image`` of shape ``(k, 3, H, W)``, e.g.
             :class:`~dfattn.data.datasets.PseudoFakePairs`) are flattened with
             :func:`~dfattn.data.datasets.collate_pairs`.
-        batch_size, num_workers, collate_fn: for the DataLoader made from a dataset (no shuffling).
+        batch_size, num_workers: of the DataLoader (no shuffling).
         flip_tta: average the logits of each image and of its horizontal flip (:func:`fake_logit`).
-        device: where the model runs; default: where its parameters are.
         progress: show a tqdm bar.
         amp: autocast dtype (``torch.bfloat16`` on GPU); ``None``: full precision.
         channels_last: feed the images in channels-last memory format (as the model was trained).
@@ -254,47 +205,26 @@ def predict(
         strings such as ``index``, ``video_id``, ``path``, ``family``), in item order. Fields with
         more dimensions (``mask``, ``heatmap``...) are left out.
     """
-    if isinstance(dataset_or_loader, DataLoader):
-        loader = dataset_or_loader
-    else:
-        if len(dataset_or_loader) == 0:
-            raise ValueError(f"{type(dataset_or_loader).__name__} is empty: nothing to predict")
-        device_type = torch.device(device).type if device is not None else _model_device(model).type
-        loader = DataLoader(
-            dataset_or_loader,
-            batch_size=batch_size,
-            shuffle=False,
-            collate_fn=collate_fn or _collate_for(dataset_or_loader),
-            **loader_kwargs(num_workers, pin_memory=device_type == "cuda"),
-        )
-    home = _model_device(model)
-    target = torch.device(device) if device is not None else home
-    modes = [m.training for m in model.modules()]
+    if len(dataset) == 0:
+        raise ValueError(f"{type(dataset).__name__} is empty: nothing to predict")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    collate = collate_pairs if dataset[0]["image"].ndim == 4 else None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        **loader_kwargs(num_workers, pin_memory=device.type == "cuda"))
     logits: list[Tensor] = []
     columns: dict[str, list[np.ndarray]] = {}
-    model.to(target).eval()
-    try:
-        with torch.no_grad():
-            for b, batch in enumerate(tqdm(loader, desc="predict", disable=not progress)):
-                images = _batch_images(batch, b).to(target, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(target.type, dtype=amp) if amp else nullcontext():
-                    logits.append(fake_logit(model, images, flip_tta).float())  # (B,)
-                fields = {k: _column(v, len(images)) for k, v in batch.items()
-                          if k not in ("image", "logit", "prob")}
-                fields = {k: v for k, v in fields.items() if v is not None}
-                if b and fields.keys() != columns.keys():
-                    raise ValueError(f"batch {b} has the fields {sorted(fields)}, "
-                                     f"earlier ones {sorted(columns)}")
-                for key, value in fields.items():
-                    columns.setdefault(key, []).append(value)
-    finally:
-        for module, mode in zip(model.modules(), modes):
-            module.training = mode
-        model.to(home)
-    if not logits:
-        raise ValueError("the loader yielded no batches: nothing to predict")
+    with evaluating(model), torch.no_grad():
+        for batch in tqdm(loader, desc="predict", disable=not progress):
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
+                logits.append(fake_logit(model, images, flip_tta).float())  # (B,)
+            for key, value in batch.items():
+                column = _column(value, len(images)) if key not in ("image", "logit", "prob") else None
+                if column is not None:
+                    columns.setdefault(key, []).append(column)
     logit = torch.cat(logits).cpu().numpy().astype(np.float64)
     table = {"logit": logit, "prob": expit(logit)}
     data = {key: np.concatenate(parts) for key, parts in columns.items()}
@@ -318,7 +248,7 @@ def _keys(df: pd.DataFrame, by: str | Sequence[str], what: str) -> list[str]:
 
 def video_level(frame_df: pd.DataFrame, by: str | Sequence[str] = "video_id") -> pd.DataFrame:
     """One row per video: the mean of its frame logits, ``prob = sigmoid(mean logit)``
-    (``laanet.md`` §4.2), its label, ``n_frames``, and the metadata constant over its frames.
+    (the papers' video-level protocol), its label, ``n_frames``, and the metadata constant over its frames.
 
     ``by`` names the column(s) identifying a video (e.g. ``["degradation", "video_id"]`` when
     the same videos are scored under several degradations). Videos are in order of first

@@ -17,8 +17,9 @@ input resolution):
                             gradient at a layer, weighted channel sum, ReLU; upsampled bilinearly.
 ``"occlusion"``             Zeiler & Fergus (ECCV 2014): drop of the logit when a black window hides
                             a patch, averaged over the windows covering each pixel; positive part.
-``"own"``                   The model's explicit attention: LAA-Net's heatmap head (sigmoid), MAT's
-                            attention maps (mean over the ``M`` heads by default); upsampled.
+``"own"``                   The model's explicit attention (``Detector.attention_map``): LAA-Net's
+                            heatmap head (sigmoid), MAT's attention maps (mean over the ``M``
+                            heads by default); upsampled.
 =========================  =========================================================================
 
 All of them explain ``fake_logit(images) -> (B,)``, the logit of P(fake) every detector exposes
@@ -40,8 +41,7 @@ binarised at 0.5, ``mask >= 0.5``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, Union
 
 import numpy as np
@@ -52,9 +52,8 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
-from dfattn.evaluate import fake_logit
-from dfattn.models.laanet import LAANet
-from dfattn.models.mat import MAT
+from dfattn.evaluate import evaluating, fake_logit
+from dfattn.models.base import Detector
 
 Method = Literal["integrated_gradients", "gradcam", "occlusion", "own"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "gradcam", "occlusion", "own")
@@ -66,19 +65,6 @@ METRICS: tuple[str, ...] = ("pointing_game", "auc", "energy")
 # ------------------------------------------------------------------------------------------------
 # The explained scalar and model hygiene
 # ------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode and restore every submodule's own ``training`` flag afterwards
-    (``model.train(flag)`` would overwrite submodules deliberately left in another mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _check_images(images: Tensor) -> None:
@@ -182,31 +168,20 @@ def _occlusion_map(model: nn.Module, images: Tensor, window: int | tuple[int, in
     return attributions.mean(1).clamp_min(0)  # the window spans all channels: they are equal
 
 
-def _own_attention_map(model: nn.Module, images: Tensor,
-                      reduce: Literal["mean", "max"] = "mean") -> Tensor:
-    """The model's explicit attention, upsampled bilinearly to the input: ``(B, H, W)``.
-
-    LAA-Net: ``sigmoid`` of the heatmap head (the predicted probability of a vulnerable point at
-    stride 4), then upsampled. MAT: the ``M`` attention maps reduced over heads, then upsampled:
-    ``reduce="mean"`` (default; proportional to ``sum_k A_k``, the map that pools MAT's global
-    feature ``G``) or ``"max"`` (the strongest head at each position).
+def _own_attention_map(model: Detector, images: Tensor, **kw) -> Tensor:
+    """The model's explicit attention (:meth:`~dfattn.models.base.Detector.attention_map`:
+    LAA-Net's heatmap probabilities, MAT's maps reduced over heads, ``reduce="mean"`` or
+    ``"max"``), upsampled bilinearly to the input: ``(B, H, W)``.
 
     Raises:
         TypeError: for a model without explicit attention (e.g. the plain baseline).
     """
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
     with torch.no_grad():
-        if isinstance(model, LAANet):
-            maps = torch.sigmoid(model(images, heads=("heatmap",)).heatmap)  # (B, 1, H/4, W/4)
-        elif isinstance(model, MAT):
-            attention = model(images).attention  # (B, M, H_a, W_a)
-            reduced = attention.mean(1) if reduce == "mean" else attention.amax(1)  # (B, H_a, W_a)
-            maps = reduced.unsqueeze(1)
-        else:
-            raise TypeError(f"{type(model).__name__} has no explicit attention map: method 'own' "
-                            f"needs LAANet (heatmap head) or MAT (attention maps)")
-    return _upsample(maps, images.shape[-2:]).squeeze(1)  # (B, H, W)
+        maps = model.attention_map(images, **kw)  # (B, h, w)
+    if maps is None:
+        raise TypeError(f"{type(model).__name__} has no explicit attention map: method 'own' needs a "
+                        f"detector whose attention_map() returns one (LAA-Net, MAT)")
+    return _upsample(maps.unsqueeze(1), images.shape[-2:]).squeeze(1)  # (B, H, W)
 
 
 _ATTRIBUTIONS: dict[str, Callable[..., Tensor]] = {
@@ -217,12 +192,12 @@ _ATTRIBUTIONS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def attribution_maps(model: nn.Module, images: Tensor, method: Method, **kw) -> Tensor:
+def attribution_maps(model: Detector, images: Tensor, method: Method, **kw) -> Tensor:
     """Attribution of the fake logit by ``method``: ``(B, H, W)`` float32, non-negative, detached.
 
     Args:
-        model: a detector with ``fake_logit(images) -> (B,)`` (or an output it can be read from,
-            see :func:`dfattn.evaluate.fake_logit`); run in eval mode, its modes restored afterwards.
+        model: a :class:`~dfattn.models.base.Detector`; run in eval mode, its modes restored
+            afterwards.
         images: ``(B, 3, H, W)`` in [0, 1], on the model's device.
         method: one of :data:`METHODS`.
         **kw: options of the method (a wrong name raises ``TypeError``):

@@ -29,21 +29,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import random
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
@@ -53,14 +49,17 @@ from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import binary_metrics, evaluate_frames, predict
 from dfattn.protocol import Materialised
-from dfattn.models.detectors import create_detector, detector_config, detector_from_config
+from dfattn.checkpoint import jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state
+from dfattn.distributed import LossModule, init_distributed
+from dfattn.models.base import Detector, config_fields, create_detector, detector_class
+from dfattn.optim import SAM, frozen_bn_statistics, lr_factor
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "dfattn-checkpoint/1"
-
-# The papers' training recipes (reference notes: laanet.md §4.1, mat.md §5). ``freeze_frac`` is the
-# fraction of epochs with a frozen backbone (LAA-Net: 6 of 100); ``warmup_frac`` the warm-up.
+# The papers' training recipes (LAA-Net: its released training config, paper §4.1; MAT: paper §4.1).
+# ``freeze_frac`` is the fraction of epochs with a frozen backbone (LAA-Net: 6 of 100);
+# ``warmup_frac`` the warm-up. A registered detector without a recipe of its own trains with
+# :data:`DEFAULT_RECIPE`.
 RECIPES: dict[str, dict[str, Any]] = {
     # LAA-Net (official config): SAM(rho 0.05) over Adam, lr 5e-5, weight decay 1e-4, warm-up to 4x
     # over 25 % of the run then linear decay to 0, backbone frozen for the first 6 % of epochs.
@@ -73,6 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "baseline": dict(optimizer="adam", sam=False, lr=1e-4, weight_decay=1e-4, schedule="warmup_linear",
                      warmup_frac=0.25, peak_factor=4.0, freeze_frac=0.0),
 }
+DEFAULT_RECIPE: dict[str, Any] = RECIPES["baseline"]
 # Where a profile departs from the recipe, and why (said again in chapter 3).
 PROFILE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # SAM doubles the cost of a step; on 2 CPU cores the cpu profile spends it on more epochs instead,
@@ -127,9 +127,9 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` filled from the profile and the recipes."""
         profile = get_profile(self.profile)
-        if self.model not in RECIPES:
-            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(RECIPES)}")
-        recipe = {**RECIPES[self.model], **PROFILE_RECIPES.get(profile.name, {}).get(self.model, {})}
+        detector_class(self.model)  # a clear error for an unknown model
+        recipe = {**RECIPES.get(self.model, DEFAULT_RECIPE),
+                  **PROFILE_RECIPES.get(profile.name, {}).get(self.model, {})}
         values = dataclasses.asdict(self)
         values["profile"] = profile.name
         from_profile = dict(image_size=profile.image_size, backbone=profile.backbone,
@@ -161,256 +161,15 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
 
     def detector_kwargs(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "pretrained": self.pretrained, **self.model_config}
+        """The detector's config: the run's backbone and weights (where its config has those fields)
+        and ``model_config``."""
+        shared = {k: v for k, v in (("backbone", self.backbone), ("pretrained", self.pretrained))
+                  if k in config_fields(self.model)}
+        return {**shared, **self.model_config}
 
     @property
     def freeze_epochs(self) -> int:
         return int(round(self.freeze_frac * self.epochs))
-
-
-# ------------------------------------------------------------------------------------------------
-# SAM (Foret et al., ICLR 2021) and the learning-rate schedules
-# ------------------------------------------------------------------------------------------------
-
-
-class SAM(torch.optim.Optimizer):
-    """Sharpness-Aware Minimisation around a base optimiser (Foret et al. 2021, Algorithm 1).
-
-    ``first_step`` moves every weight to ``w + rho * g / ||g||`` (the worst case in a ball of radius
-    ``rho``, to first order); the caller recomputes the loss and gradient there; ``second_step``
-    restores ``w`` and lets the base optimiser step with that gradient. The state dict is the base
-    optimiser's (the perturbation lives only within a step).
-    """
-
-    def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05):
-        if rho <= 0:
-            raise ValueError(f"SAM needs rho > 0, got {rho}")
-        self.base, self.rho = base, rho
-        self.param_groups = base.param_groups  # shared: the scheduler's lr reaches the base
-        self.defaults = base.defaults
-        self.state = base.state
-        self._perturbation: dict[nn.Parameter, Tensor] = {}
-
-    @torch.no_grad()
-    def first_step(self) -> None:
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not params:
-            return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        scale = self.rho / (norm + 1e-12)
-        for p in params:
-            e = p.grad * scale
-            p.add_(e)
-            self._perturbation[p] = e
-        self.zero_grad(set_to_none=True)
-
-    @torch.no_grad()
-    def second_step(self) -> None:
-        for p, e in self._perturbation.items():
-            p.sub_(e)
-        self._perturbation.clear()
-        self.base.step()
-
-    def step(self, closure=None):  # pragma: no cover - the trainer calls first/second_step
-        raise RuntimeError("SAM needs two gradients per step: call first_step, backward, second_step")
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.base.load_state_dict(state_dict)
-
-
-def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Multiplier of the base rate at optimiser step ``t`` (for :class:`~torch.optim.lr_scheduler.LambdaLR`).
-
-    ``warmup_linear`` (LAA-Net's ``LinearDecayLR``, per step instead of per epoch): from 1 to
-    ``peak_factor`` over the first ``warmup_frac`` of the run, then linearly to 0 at the end;
-    ``step``: ``step_gamma ** (epoch // step_epochs)``; ``constant``: 1.
-    """
-    total = max(1, config.epochs * steps_per_epoch)
-    if config.schedule == "constant":
-        return lambda t: 1.0
-    if config.schedule == "step":
-        return lambda t: config.step_gamma ** ((t // steps_per_epoch) // config.step_epochs)
-    warm = int(config.warmup_frac * total)
-    peak = config.peak_factor
-
-    def factor(t: int) -> float:
-        if t < warm:
-            return 1.0 + (peak - 1.0) * t / warm
-        return peak * max(0.0, (total - t) / max(1, total - warm))
-
-    return factor
-
-
-@contextmanager
-def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
-    """BatchNorm running statistics untouched inside the block (SAM's second pass sees the batch
-    again at perturbed weights: its statistics should not count twice)."""
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            saved.append((m, m.momentum))
-            m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
-
-
-# ------------------------------------------------------------------------------------------------
-# Checkpoints: safetensors body + JSON header
-# ------------------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    np_state = np.random.get_state()
-    meta = {"python": _jsonable(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    version, state, gauss = meta["python"]
-    random.setstate((version, tuple(state), gauss))
-    name, keys, *rest = meta["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any | None = None, rng: bool = False) -> None:
-    """Weights (and, for resuming, optimiser, scheduler and RNG state) in one safetensors file.
-
-    ``meta`` (JSON-serialisable) goes into the header with the detector's architecture, so
-    :func:`load_detector` can rebuild the model without the training code's arguments.
-    """
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    header: dict[str, Any] = {"format": CHECKPOINT_FORMAT, **meta}
-    try:
-        header["detector"] = detector_config(model)
-    except ValueError:  # a custom module (tests): weights only
-        header["detector"] = None
-    if optimizer is not None:
-        state = optimizer.state_dict()
-        opt_meta: dict[str, Any] = {"param_groups": _jsonable(state["param_groups"]), "state": {}}
-        for idx, entries in state["state"].items():
-            opt_meta["state"][str(idx)] = {}
-            for key, value in entries.items():
-                if isinstance(value, Tensor):
-                    tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous().clone()
-                    opt_meta["state"][str(idx)][key] = "tensor"
-                else:
-                    opt_meta["state"][str(idx)][key] = _jsonable(value)
-        header["optimizer"] = opt_meta
-    if scheduler is not None:
-        header["scheduler"] = _jsonable(scheduler.state_dict())  # lr_lambdas: None for functions
-    if rng:
-        rng_tensors, rng_meta = _rng_state()
-        tensors.update(rng_tensors)
-        header["rng"] = rng_meta
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"dfattn": json.dumps(header)})
-    os.replace(tmp, path)  # never a half-written checkpoint
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """``(tensors, header)`` of a checkpoint (safetensors: no pickle is involved)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from err
-    if "dfattn" not in meta:
-        raise ValueError(f"{path}: a safetensors file without a dfattn header (not written by dfattn.train)")
-    header = json.loads(meta["dfattn"])
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    return tensors, header
-
-
-def _model_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-
-
-def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu"
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained detector in eval mode, and the checkpoint's header (train config, metrics...)."""
-    tensors, header = read_checkpoint(path)
-    if header.get("detector") is None:
-        raise ValueError(f"{path}: the checkpoint holds a custom model, not a registered detector")
-    model = detector_from_config(header["detector"], pretrained=False)
-    model.load_state_dict(_model_state(tensors))
-    return model.to(device).eval(), header
-
-
-# ------------------------------------------------------------------------------------------------
-# Distributed helpers
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_hint: str | None) -> DistInfo:
-    """Join the process group ``torchrun`` describes in the environment (no-op for one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device_hint or "cuda").startswith("cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-class _LossModule(nn.Module):
-    """``forward(batch) = model.loss(batch)``, so DDP's hooks see the loss computation."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.model.loss(batch)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,11 +200,11 @@ class Trainer:
         config: the run (resolved here against the profile and recipe).
         out_dir: where ``metrics.csv``, ``last.safetensors``, ``best.safetensors`` and
             ``config.json`` go. If ``last.safetensors`` exists, training resumes from it.
-        model: a custom module with the detector interface (tests); default: the registered one.
+        model: a :class:`~dfattn.models.base.Detector` to train instead of ``config.model``'s.
         faces: ``{"train", "val", ...}`` face sources (default: from ``config.data``).
     """
 
-    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, model: nn.Module | None = None,
+    def __init__(self, config: TrainConfig, out_dir: str | os.PathLike, model: Detector | None = None,
                  faces: dict[str, Any] | None = None):
         self.config = c = config.resolved()
         self.out_dir = Path(out_dir)
@@ -456,6 +215,9 @@ class Trainer:
                        and torch.cuda.is_available() else get_device(c.device))
         seed_everything(c.seed)
         self.model = (model if model is not None else create_detector(c.model, **c.detector_kwargs()))
+        if not isinstance(self.model, Detector):
+            raise TypeError(f"the trainer trains Detectors (dfattn.models.base), got {type(self.model).__name__}")
+        self.model.frozen_backbone_epochs = c.freeze_epochs
         self.model.to(self.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -498,13 +260,13 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         tensors, header = read_checkpoint(path)
         saved = header["train_config"]
-        mine = _jsonable(dataclasses.asdict(self.config))
+        mine = jsonable(dataclasses.asdict(self.config))
         changed = {k for k in mine if k not in ("epochs", "progress", "num_workers", "device", "compile")
                    and mine[k] != saved.get(k)}
         if changed:
             raise ValueError(f"{path}: cannot resume, the run's config differs in {sorted(changed)} "
                              f"(use another out_dir or delete the checkpoint)")
-        self.model.load_state_dict(_model_state(tensors))
+        self.model.load_state_dict(model_state(tensors))
         opt = header["optimizer"]
         state = {"param_groups": opt["param_groups"], "state": {}}
         for idx, entries in opt["state"].items():
@@ -512,7 +274,7 @@ class Trainer:
                                         for k, v in entries.items()}
         self.optimizer.load_state_dict(state)
         self.scheduler.load_state_dict(header["scheduler"])
-        _set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, header["rng"])
+        set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, header["rng"])
         self.epoch = header["epoch"] + 1
         self.history = header["history"]
         self.best = header.get("best")
@@ -535,10 +297,13 @@ class Trainer:
     # -- one epoch --------------------------------------------------------------------------------
 
     def _set_trainable(self, epoch: int) -> None:
-        frozen = epoch < self.config.freeze_epochs
-        backbone = getattr(self.model, "backbone", None)
-        if backbone is not None:
-            backbone.requires_grad_(not frozen)
+        """Only the submodules the detector names for this epoch get gradients."""
+        trainable = set(self.model.trainable(epoch))
+        unknown = trainable - {name for name, _ in self.model.named_children()}
+        if unknown:
+            raise ValueError(f"{type(self.model).__name__}.trainable({epoch}) names no submodules {sorted(unknown)}")
+        for name, child in self.model.named_children():
+            child.requires_grad_(name in trainable)
 
     def _loss(self, step_fn: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
@@ -556,7 +321,7 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         self._set_trainable(epoch)
-        step_fn: nn.Module = _LossModule(self.model)
+        step_fn: nn.Module = LossModule(self.model)
         if self.dist.world > 1:  # rebuilt each epoch: the set of trainable parameters may change
             step_fn = nn.parallel.DistributedDataParallel(step_fn, find_unused_parameters=True)
         sums: dict[str, float] = {}
@@ -615,7 +380,7 @@ class Trainer:
         c = self.config
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(_jsonable(dataclasses.asdict(c)), indent=2))
+            (self.out_dir / "config.json").write_text(json.dumps(jsonable(dataclasses.asdict(c)), indent=2))
         done = 0
         while self.epoch < c.epochs and (stop_after is None or done < stop_after):
             epoch = self.epoch
@@ -627,12 +392,12 @@ class Trainer:
                 if self.best is None or score > self.best["score"]:
                     self.best = {"epoch": epoch + 1, "score": score, "metric": c.select_on}
                     save_checkpoint(self.out_dir / "best.safetensors", self.model,
-                                    {"train_config": _jsonable(dataclasses.asdict(c)), "epoch": epoch,
-                                     "metrics": _jsonable(row)})
-                self.history.append(_jsonable(row))
+                                    {"train_config": jsonable(dataclasses.asdict(c)), "epoch": epoch,
+                                     "metrics": jsonable(row)})
+                self.history.append(jsonable(row))
                 self.epoch = epoch + 1
                 save_checkpoint(self.out_dir / "last.safetensors", self.model,
-                                {"train_config": _jsonable(dataclasses.asdict(c)), "epoch": epoch,
+                                {"train_config": jsonable(dataclasses.asdict(c)), "epoch": epoch,
                                  "history": self.history, "best": self.best},
                                 self.optimizer, self.scheduler, rng=True)
                 pd.DataFrame(self.history).to_csv(self.out_dir / "metrics.csv", index=False)
@@ -646,7 +411,7 @@ class Trainer:
         return pd.DataFrame(self.history)
 
 
-def train(config: TrainConfig, out_dir: str | os.PathLike, **kwargs: Any) -> tuple[nn.Module, pd.DataFrame]:
+def train(config: TrainConfig, out_dir: str | os.PathLike, **kwargs: Any) -> tuple[Detector, pd.DataFrame]:
     """Train-or-load: a finished run in ``out_dir`` (same config) is read back, not retrained.
 
     Returns the *selected* model (``best.safetensors``, eval mode) and the per-epoch metrics.
@@ -656,5 +421,5 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, **kwargs: Any) -> tup
     model = trainer.model
     if trainer.dist.main and (Path(out_dir) / "best.safetensors").exists():
         tensors, _ = read_checkpoint(Path(out_dir) / "best.safetensors")
-        model.load_state_dict(_model_state(tensors))
+        model.load_state_dict(model_state(tensors))
     return model.eval(), history

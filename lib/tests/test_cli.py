@@ -13,7 +13,7 @@ from dfattn.cli import detect as detect_cli
 from dfattn.cli import evaluate as evaluate_cli
 from dfattn.cli import train as train_cli
 from dfattn.data.synthetic import SyntheticFaces
-from dfattn.train import read_checkpoint
+from dfattn.checkpoint import read_checkpoint
 
 REAL_FACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_faces"
 SMALL = ["--profile", "smoke", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--batch-size", "8",

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from dfattn.data.datasets import PseudoFakePairs
 from dfattn.data.labelled import LabelledFolder
 from dfattn.data.synthetic import SyntheticFaces
+from dfattn.models.base import Detector
 from dfattn.evaluate import (
     binary_metrics,
     equal_error_rate,
@@ -94,7 +95,7 @@ def test_metric_inputs_are_checked():
 # ---------------------------------------------------------------------------------------------
 
 
-class ColumnWeights(nn.Module):
+class ColumnWeights(Detector):
     """Logit = weighted mean over image columns: changes under a horizontal flip. Records the
     mode and whether gradients were on at each call."""
 
@@ -109,7 +110,7 @@ class ColumnWeights(nn.Module):
         return (images.mean(dim=(1, 2)) * self.w).sum(-1)  # (B, 3, H, W) -> (B, W) -> (B,)
 
 
-class MeanBrightness(nn.Module):
+class MeanBrightness(Detector):
     """Logit = 4 * (mean intensity - 1/2): invariant under a horizontal flip."""
 
     def __init__(self):
@@ -173,11 +174,10 @@ def test_predict_keeps_order_and_metadata_and_restores_modes():
     np.testing.assert_allclose(df["prob"], expit(expected), rtol=1e-6)
 
 
-def test_predict_flip_tta_and_a_given_loader():
+def test_predict_flip_tta():
     data = Items(7)
     model = ColumnWeights(8)
-    loader = DataLoader(data, batch_size=4)
-    tta = predict(model, loader, flip_tta=True, progress=False)
+    tta = predict(model, data, batch_size=4, flip_tta=True, progress=False)
     with torch.no_grad():
         expected = ((model.fake_logit(data.images) + model.fake_logit(data.images.flip(-1))) / 2)
     np.testing.assert_allclose(tta["logit"], expected.double().numpy(), rtol=1e-6)
@@ -193,20 +193,13 @@ def test_predict_flattens_pair_items():
     assert df["index"].tolist() == [0, 0, 1, 1, 2, 2]
 
 
-def test_predict_rejects_bad_models_and_items():
-    class Column(nn.Module):
+def test_predict_rejects_a_model_with_the_wrong_output_shape():
+    class Column(Detector):
         def fake_logit(self, images):
             return images.mean(dim=(1, 2, 3))[:, None]  # (B, 1), not (B,)
 
     with pytest.raises(ValueError, match="must return \\(B,\\)"):
         predict(Column(), Items(3), progress=False)
-
-    class Tuples(Items):
-        def __getitem__(self, i):
-            return self.images[i], self.labels[i]
-
-    with pytest.raises(TypeError, match="dicts with an 'image'"):
-        predict(MeanBrightness(), Tuples(3), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dfattn.explain import (
     localisation_table,
     pointing_game,
 )
-from dfattn.evaluate import fake_logit
+from dfattn.models.base import Detector
 from dfattn.models.baseline import BaselineConfig, BinaryClassifier
 from dfattn.models.laanet import LAANet, LAANetConfig
 from dfattn.models.mat import MAT, MATConfig
@@ -251,9 +251,8 @@ def test_bad_requests_raise_clear_errors(models, images):
 # ------------------------------------------------------------------------------------------------
 
 
-class RegionEnergy(nn.Module):
-    """``logit = sum over one region of x^2`` (all channels): only that region matters. No
-    ``fake_logit`` method: the explainer must read the logit off ``forward``."""
+class RegionEnergy(Detector):
+    """``logit = sum over one region of x^2`` (all channels): only that region matters."""
 
     def __init__(self, size: int = SIZE, rows=(16, 40), cols=(24, 48)):
         super().__init__()
@@ -261,8 +260,10 @@ class RegionEnergy(nn.Module):
         region[..., rows[0] : rows[1], cols[0] : cols[1]] = 1.0
         self.register_buffer("region", region)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fake_logit(self, x: torch.Tensor) -> torch.Tensor:
         return (x.pow(2) * self.region).sum((1, 2, 3))  # (B,)
+
+    forward = fake_logit
 
 
 def toy_images(seed: int) -> torch.Tensor:
@@ -294,24 +295,3 @@ def test_occlusion_on_the_toy_model_localises_the_region():
         assert pointing_game(m, region)
     # far from the region (more than one window away) nothing changes when occluded
     assert maps[:, :4, :].abs().max() == 0
-
-
-def test_fake_logit_fallback_reads_common_outputs():
-    x = torch.rand(3, 3, 8, 8)
-
-    class TwoWay(nn.Module):
-        def forward(self, images):
-            return torch.stack([images.mean((1, 2, 3)), 2 * images.mean((1, 2, 3))], 1)  # (B, 2)
-
-    class Three(nn.Module):
-        def forward(self, images):
-            return images.mean((2, 3))  # (B, 3): not a binary output
-
-    class OneColumn(nn.Module):
-        def forward(self, images):
-            return images.mean((1, 2, 3))[:, None]  # (B, 1)
-
-    torch.testing.assert_close(fake_logit(TwoWay(), x), x.mean((1, 2, 3)))  # z_fake - z_real
-    torch.testing.assert_close(fake_logit(OneColumn(), x), x.mean((1, 2, 3)))
-    with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
-        fake_logit(Three(), x)

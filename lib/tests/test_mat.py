@@ -260,7 +260,9 @@ def test_every_trained_parameter_gets_a_gradient(variant):
     losses, _ = model.train().training_step(x, y, torch.Generator().manual_seed(0))
     losses.total.backward()
     assert losses.agda > 0 and losses.ril > 0 and (losses.match > 0) == (variant == "official")
-    trained = model.trainable_parameters()
+    parts = model.trainable(int(model.epoch))
+    assert set(parts) == {"backbone", "attention", "texture", "classifier"}
+    trained = [p for n in parts for p in getattr(model, n).parameters()]
     assert len(trained) == len([p for n, p in model.named_parameters() if not n.startswith("plain_head")])
     missing = [n for n, p in model.named_parameters() if p in set(trained) and
                (p.grad is None or not p.grad.abs().sum() > 0)]
@@ -275,6 +277,9 @@ def test_backbone_stage_trains_only_the_plain_classifier():
     assert model.plain_head.weight.grad is not None and model.backbone.head[0].weight.grad is not None
     assert all(p.grad is None for p in model.attention.parameters())
     assert model.ril.centers.abs().sum() == 0  # no centre update before the MAT stage
+    assert model.trainable(0) == ("backbone", "plain_head")
+    model.frozen_backbone_epochs = 1  # the trainer's freeze applies in either stage
+    assert model.trainable(0) == ("plain_head",)
 
 
 def test_overfits_a_handful_of_pseudo_fakes():

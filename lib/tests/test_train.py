@@ -14,15 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from dfattn.data.sources import SplitSizes, face_splits, split_by_identity
-from dfattn.models.detectors import create_detector, detector_config, detector_from_config
-from dfattn.train import (SAM, TrainConfig, Trainer, load_detector, lr_factor, read_checkpoint,
-                          save_checkpoint)
+from dfattn.checkpoint import load_detector, read_checkpoint, save_checkpoint
+from dfattn.models.base import Detector, create_detector, detector_from_spec
+from dfattn.optim import SAM, lr_factor
+from dfattn.train import TrainConfig, Trainer
 
 TINY = dict(profile="smoke", image_size=64, n_train=8, n_val=4, n_test=4, batch_size=8, num_workers=0,
             progress=False, val_families=False, face_size=64)
 
 
-class ToyDetector(nn.Module):
+class ToyDetector(Detector):
     """A detector without BatchNorm (per-process batch statistics would differ under DDP)."""
 
     def __init__(self):
@@ -34,15 +35,9 @@ class ToyDetector(nn.Module):
     def fake_logit(self, images):
         return self.fc(F.relu(self.conv(images)).mean((-2, -1))).squeeze(1)
 
-    def predict_proba(self, images):
-        return torch.sigmoid(self.fake_logit(images))
-
     def loss(self, batch):
         bce = F.binary_cross_entropy_with_logits(self.fake_logit(batch["image"]), batch["label"])
         return bce, {"cls": bce.detach()}
-
-    def set_epoch(self, epoch):
-        pass
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -111,8 +106,8 @@ def test_synthetic_splits_do_not_depend_on_the_training_size():
 @pytest.mark.parametrize("name", ["laanet", "mat", "baseline"])
 def test_detector_config_round_trip_rebuilds_the_same_model(name, tmp_path):
     model = create_detector(name, backbone="efficientnet_lite0", pretrained=False).eval()
-    spec = json.loads(json.dumps(detector_config(model)))
-    assert detector_from_config(spec).config == model.config
+    spec = json.loads(json.dumps(model.spec()))
+    assert detector_from_spec(spec).config == model.config
     save_checkpoint(tmp_path / "m.safetensors", model, {"epoch": 0})
     loaded, header = load_detector(tmp_path / "m.safetensors")
     x = torch.rand(2, 3, 64, 64)

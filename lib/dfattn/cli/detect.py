@@ -3,8 +3,9 @@
 Each image (or each of ``--frames`` evenly spaced video frames) goes through the offline dlib
 detector; the largest face is cropped around its 68 landmarks, resized to the model's input and
 scored. A video's probability is the sigmoid of the mean frame logit (the papers' video-level
-protocol). Prints one line per input and writes ``OUT/detections.csv``; for LAA-Net (and MAT), the
-model's own map is drawn over each face as ``OUT/<name>_heatmap.png``::
+protocol). Prints one line per input and writes ``OUT/detections.csv``; for a detector with an
+attention map of its own (LAA-Net's heatmap, MAT's attention), the map is drawn over each face as
+``OUT/<name>_heatmap.png``::
 
     dfattn-detect runs/laanet/best.safetensors photo.jpg faces/ clip.mp4 --out detections
 """
@@ -25,7 +26,8 @@ import torch
 
 from dfattn.config import get_device
 from dfattn.data.folder import crop_face, detect_landmarks, list_images, read_image
-from dfattn.train import load_detector
+from dfattn.checkpoint import load_detector
+from dfattn.evaluate import fake_logit
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("dfattn-detect")
@@ -77,6 +79,17 @@ def overlay(face: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(face, 0.55, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), 0.45, 0)
 
 
+def _own_map(model, x: torch.Tensor) -> np.ndarray | None:
+    """The detector's own attention over the face, ``(S, S)`` in [0, 1], or ``None`` if it has none."""
+    from dfattn.explain import attribution_maps
+
+    try:
+        heat = attribution_maps(model, x, "own")[0].cpu().numpy()
+    except TypeError:  # no attention map of its own (the baseline)
+        return None
+    return heat / max(float(heat.max()), 1e-6)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = parser().parse_args(argv)
@@ -100,16 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 face, _ = crop_face(image, det.landmarks, size, args.margin)
                 x = torch.from_numpy(face).permute(2, 0, 1)[None].float().div(255).to(device)
                 with torch.no_grad():
-                    logit = model.fake_logit(x)
-                    if args.flip_tta:
-                        logit = 0.5 * (logit + model.fake_logit(x.flip(-1)))
+                    logit = fake_logit(model, x, args.flip_tta)
                 row["logit"] = float(logit)
                 row["prob"] = float(torch.sigmoid(logit))
-                if not args.no_heatmaps and (hasattr(model, "heatmap_head") or hasattr(model, "attention")):
-                    from dfattn.explain import attribution_maps
-
-                    heat = attribution_maps(model, x, "own")[0].cpu().numpy()
-                    heat = heat / max(float(heat.max()), 1e-6)
+                heat = None if args.no_heatmaps else _own_map(model, x)
+                if heat is not None:
                     stem = Path(source).stem + (f"_f{frame}" if frame else "")
                     cv2.imwrite(str(out / f"{stem}_heatmap.png"),
                                 cv2.cvtColor(overlay(face, heat), cv2.COLOR_RGB2BGR))

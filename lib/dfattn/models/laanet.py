@@ -21,7 +21,8 @@ boundary and as a self-consistency map, both at a quarter of the input resolutio
 Losses (paper §3.4): the CornerNet/CenterNet modified focal loss on the heatmap, BCE on the
 consistency map, BCE on the label, weighted (:class:`LAANetLossWeights`).
 
-Paper vs official code (``laanet.md``); the paper is the default, the code an option:
+Paper vs official code (the book keeps the table, chapter 2a); the paper is the default, the code
+an option:
 
 - the last decoder block is an Inception block of four branches; the code's branches share *one*
   1x1 convolution (``shared_inception_conv=True``);
@@ -32,9 +33,10 @@ Paper vs official code (``laanet.md``); the paper is the default, the code an op
   config's (heatmap 100, consistency 100, classification 1); the released checkpoint's name
   suggests heatmap 10 (:data:`OFFICIAL_BI_WEIGHTS`).
 
-The model takes images in [0, 1] (it normalises them itself) and returns raw logits;
-:meth:`LAANet.predict_proba` is the inference path: it runs only the classification head and
-returns P(fake).
+The model takes images in [0, 1] (its backbone normalises them) and returns raw logits. It keeps
+the :class:`~dfattn.models.base.Detector` contract: :meth:`LAANet.fake_logit` is the inference path
+(the classification head only), :meth:`LAANet.attention_map` the heatmap head's probabilities, and
+the backbone stays frozen for ``frozen_backbone_epochs`` (the trainer's recipe).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfattn.models.backbone import create_backbone
+from dfattn.models.base import Detector, register
 
 FPNKind = Literal["efpn", "fpn", "none"]
 HEADS = ("cls", "heatmap", "consistency")
@@ -168,7 +171,8 @@ class EFPN(nn.Module):
     """Decoder from stride 32 to stride 4 with gated (E-FPN), plain (FPN) or no lateral fusion.
 
     Channels follow the backbone: for B4, ``c_top, c32, c16, c8 = 1792, 448, 160, 56`` and the
-    output has ``2 * c8 = 112`` channels (E-FPN/FPN) or ``c8`` (none), as in ``laanet.md`` §1.2.
+    output has ``2 * c8 = 112`` channels (E-FPN/FPN) or ``c8`` (none): each fusion doubles the
+    decoder's channels by concatenating the lateral map of the same width (paper §3.3, Fig. 3).
     """
 
     def __init__(self, c_top: int, c32: int, c16: int, c8: int, kind: FPNKind = "efpn",
@@ -201,26 +205,27 @@ class EFPN(nn.Module):
         return self.stage4(y)  # (B, 2 c8, H/4, W/4)
 
 
-class LAANet(nn.Module):
+@register("laanet")
+class LAANet(Detector):
     """LAA-Net: backbone, E-FPN and the classification, heatmap and self-consistency heads.
 
-    Input: images ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` divisible by 32; the model owns
-    the normalisation (buffers ``mean``/``std``: the backbone's ImageNet statistics, or 0.5/0.5 with
-    ``normalization="half"``). Output: :class:`LAANetOutput` of raw logits.
+    Input: images ``(B, 3, H, W)`` in [0, 1] with ``H`` and ``W`` divisible by 32; the backbone
+    normalises them (its weights' ImageNet statistics, or 0.5/0.5 with ``normalization="half"``).
+    Output: :class:`LAANetOutput` of raw logits.
 
-    Training calls ``model(images)`` (all heads) and :func:`laanet_loss`; inference calls
-    :meth:`predict_proba` (classification head only, sigmoid applied). On CPU, convert the model
+    Training calls :meth:`loss` (``model(images)`` with the weighted heads, :func:`laanet_loss`);
+    inference calls :meth:`fake_logit` / :meth:`predict_proba` (classification head only). On CPU, convert the model
     with ``model.to(memory_format=torch.channels_last)``: the B4 model then trains and predicts
     20-40 % faster on 2 cores (``benchmarks/bench_laanet.py``).
     """
 
+    config_class = LAANetConfig
+
     def __init__(self, config: LAANetConfig = LAANetConfig()):
-        super().__init__()
-        self.config = config
-        try:  # EfficientNet-family: the 1x1 head conv is the decoder's top input
-            self.backbone = create_backbone(config.backbone, config.pretrained, (2, 3, 4), with_head=True)
-        except ValueError:  # other CNNs: the last stage is the top input
-            self.backbone = create_backbone(config.backbone, config.pretrained, (2, 3, 4))
+        super().__init__(config)
+        # EfficientNet family: the 1x1 head conv is the decoder's top input; other CNNs: the last stage
+        self.backbone = create_backbone(config.backbone, config.pretrained, (2, 3, 4), with_head="auto",
+                                        normalization="half" if config.normalization == "half" else "weights")
         c8, c16, c32 = self.backbone.info.channels[:3]
         c_top = self.backbone.info.channels[-1]  # the head conv, else the last stage again
         self.dropout = nn.Dropout(config.dropout)
@@ -233,10 +238,6 @@ class LAANet(nn.Module):
         self.consistency_head = nn.Sequential(*stem(), nn.Conv2d(hc, config.embedding_dim, 1))
         nn.init.kaiming_normal_(self.consistency_head[-1].weight, nonlinearity="relu")
         nn.init.zeros_(self.consistency_head[-1].bias)
-        mean, std = (self.backbone.mean, self.backbone.std) if config.normalization == "imagenet" \
-            else ((0.5,) * 3, (0.5,) * 3)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def features(self, images: Tensor, gates: list[Tensor] | None = None) -> Tensor:
         """The fused stride-4 map ``(B, C, H/4, W/4)`` from images in [0, 1].
@@ -251,8 +252,7 @@ class LAANet(nn.Module):
                 f"LAANet needs H and W divisible by 32 (the decoder upsamples stride 32 by exact "
                 f"factors of 2), got {tuple(images.shape[-2:])}"
             )
-        x = (images - self.mean) / self.std
-        maps = self.backbone(x)  # strides 8, 16, 32 (and 32 for the head conv, if any)
+        maps = self.backbone(images)  # strides 8, 16, 32 (and 32 for the head conv, if any)
         x8, x16, x32, top = maps if len(maps) == 4 else (*maps, maps[-1])
         x8, x16, x32, top = (self.dropout(t) for t in (x8, x16, x32, top))
         return self.decoder(top, x32, x16, x8, gates)
@@ -273,10 +273,9 @@ class LAANet(nn.Module):
         """The logit of P(fake), ``(B,)``: the inference path, classification head only."""
         return self(images, heads=("cls",)).cls
 
-    @torch.no_grad()
-    def predict_proba(self, images: Tensor) -> Tensor:
-        """P(fake) per image, ``(B,)``: the inference path, classification head only."""
-        return torch.sigmoid(self.fake_logit(images))
+    def attention_map(self, images: Tensor) -> Tensor:
+        """``(B, H/4, W/4)``: the heatmap head's probability of a vulnerable point (paper §3.2)."""
+        return torch.sigmoid(self(images, heads=("heatmap",)).heatmap).squeeze(1)
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss of a batch (``image``, ``label``, ``heatmap``, ``consistency``): paper §3.4,
@@ -284,9 +283,6 @@ class LAANet(nn.Module):
         w = self.config.loss_weights
         heads = ("cls",) + (("heatmap",) if w.heatmap else ()) + (("consistency",) if w.consistency else ())
         return laanet_loss(self(batch["image"], heads=heads), batch, w)
-
-    def set_epoch(self, epoch: int) -> None:
-        """LAA-Net has no per-epoch state (the trainer's schedule handles the backbone freeze)."""
 
 
 # --------------------------------------------------------------------------------------------

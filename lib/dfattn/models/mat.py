@@ -2,8 +2,7 @@
 
 MAT treats deepfake detection as *fine-grained* classification: the evidence is subtle and local,
 so the network looks at several regions at once (``M`` attention maps) and reads shallow *texture*
-there, beside a deep global feature. The blocks, in the order of the paper (section numbers of arXiv 2103.02406; the
-re-implementation notes are ``mat.md`` §1-§3):
+there, beside a deep global feature. The blocks, in the order of the paper (section numbers of arXiv 2103.02406):
 
 =====================================  ==========================================================
 paper                                  here
@@ -17,7 +16,8 @@ paper                                  here
 §3.4 AGDA                              :mod:`dfattn.models.agda`
 =====================================  ==========================================================
 
-The released code departs from the paper in several places (``mat.md`` §8). Every such choice is a
+The released code departs from the paper in several places (the book's chapter 2b keeps the table).
+Every such choice is a
 field of :class:`MATConfig`; the defaults follow the paper and :meth:`MATConfig.official` gives the
 code's settings. Tensor names: ``B`` batch, ``M`` attention maps, ``C_t`` channels of the texture
 layer SL_t (32 for B4), ``C_a`` of the attention layer SL_a (160), ``C_g`` of the final map (1792),
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation
 from dfattn.models.backbone import create_backbone
+from dfattn.models.base import Detector, register
 
 Variant = Literal["paper", "official"]
 VARIANTS = ("paper", "official")
@@ -139,7 +140,7 @@ class MATConfig:
 
     @classmethod
     def official(cls, **overrides) -> "MATConfig":
-        """The released code's experiment (``mat.md`` §8, "official-code" column)."""
+        """The released code's experiment: every departure from the paper set to the code's value."""
         values = dict(
             drop_path_rate=0.2, attention_head="official", texture_block="official",
             classifier="official", head_dropout=0.25, global_dropout=0.5, ril="official",
@@ -468,7 +469,8 @@ class MATLosses:
 
 @dataclass(frozen=True)
 class Stage:
-    """What is trained at one epoch (the official two-stage schedule; ``mat.md`` §4.2).
+    """What is trained at one epoch (the released code's two-stage schedule: the backbone alone as a
+    plain classifier for ``pretrain_epochs``, then the whole MAT; the paper trains MAT throughout).
 
     ``name`` is ``"backbone"`` (plain classifier: backbone + global average pooling + one linear layer)
     or ``"mat"``; ``epoch`` counts from the start of the stage (the RIL's ``alpha`` decays with it);
@@ -496,14 +498,8 @@ def fake_logit(logits: Tensor) -> Tensor:
     return logits[:, 1] - logits[:, 0]
 
 
-def probability_fake(logits: Tensor) -> Tensor:
-    """``P(fake)``, ``(B,)``, from two logits (softmax) or one (sigmoid)."""
-    if logits.shape[-1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, -1)[:, 1]
-
-
-class MAT(nn.Module):
+@register("mat")
+class MAT(Detector):
     """Multi-attentional deepfake detector (Zhao et al., CVPR 2021).
 
     Input: images ``(B, 3, H, W)`` in ``[0, 1]`` (normalised inside with the backbone's mean/std).
@@ -518,16 +514,16 @@ class MAT(nn.Module):
         V = BAP(D, A), l2-normalised          # (B, M, C_t) for the RIL
 
     Training: :meth:`training_step` (CE + RIL + AGDA pass, per :meth:`stage`); the epoch is set with
-    :meth:`set_epoch`. Inference: :meth:`predict_proba`.
+    :meth:`set_epoch`; :meth:`trainable` follows :meth:`stage`. Inference: :meth:`fake_logit`;
+    :meth:`attention_map` is the mean of the ``M`` maps.
     """
 
     epoch: Tensor
-    mean: Tensor
-    std: Tensor
+    config_class = MATConfig
 
     def __init__(self, config: MATConfig = MATConfig()):
-        super().__init__()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         self.levels = sorted({c.texture_stage, c.attention_stage, 4})
         self.backbone = create_backbone(c.backbone, pretrained=c.pretrained, out_indices=self.levels,
                                         with_head=True, drop_path_rate=c.drop_path_rate)
@@ -536,8 +532,6 @@ class MAT(nn.Module):
         c_a = channels[self.levels.index(c.attention_stage)]
         c_g = channels[-1]
         m, out = c.num_attentions, 2 if c.output == "softmax" else 1
-        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("epoch", torch.tensor(0))
 
         self.attention = AttentionModule(c_a, m, c.attention_head)
@@ -560,7 +554,7 @@ class MAT(nn.Module):
         """``(f_t, f_a, f_g)``: the SL_t, SL_a and final feature maps of images ``x`` in [0, 1]."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"MAT expects images (B, 3, H, W) in [0, 1], got {tuple(x.shape)}")
-        feats = self.backbone((x - self.mean) / self.std)  # [levels..., head]
+        feats = self.backbone(x)  # [levels..., head]
         level = self.levels.index
         return feats[level(self.config.texture_stage)], feats[level(self.config.attention_stage)], feats[-1]
 
@@ -606,9 +600,14 @@ class MAT(nn.Module):
         softmax is the sigmoid of that difference), the logit itself for one."""
         return fake_logit(self.logits(x))
 
-    def predict_proba(self, x: Tensor) -> Tensor:
-        """``P(fake)`` per image, ``(B,)`` (call in eval mode, under ``torch.no_grad`` for inference)."""
-        return probability_fake(self.logits(x))
+    def attention_map(self, x: Tensor, reduce: Literal["mean", "max"] = "mean") -> Tensor:
+        """``(B, H_a, W_a)``: the ``M`` attention maps reduced over heads: ``"mean"`` (proportional
+        to ``sum_k A_k``, the map that pools the global feature ``G``, paper §3.2) or ``"max"``
+        (the strongest head at each position)."""
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+        attention = self(x).attention  # (B, M, H_a, W_a)
+        return attention.mean(1) if reduce == "mean" else attention.amax(1)
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The trainer's interface: :meth:`training_step` on ``batch["image"]``, ``batch["label"]``
@@ -637,9 +636,13 @@ class MAT(nn.Module):
         return Stage("mat", epoch - c.pretrain_epochs, weights,
                      ("backbone", "attention", "texture", "classifier"))
 
-    def trainable_parameters(self, epoch: int | None = None) -> list[nn.Parameter]:
-        """The parameters trained at ``epoch`` (for the optimiser; the others get no gradient)."""
-        return [p for name in self.stage(epoch).modules for p in getattr(self, name).parameters()]
+    def trainable(self, epoch: int) -> tuple[str, ...]:
+        """The submodules trained at ``epoch``: :attr:`Stage.modules` of :meth:`stage` (less the
+        backbone while the trainer keeps it frozen)."""
+        names = self.stage(epoch).modules
+        if epoch < self.frozen_backbone_epochs:
+            names = tuple(n for n in names if n != "backbone")
+        return names
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -684,7 +687,7 @@ class MAT(nn.Module):
 
 class OfficialClassifier(nn.Module):
     """The released code's head: ``P`` (flattened) and ``G`` through a hard-swish MLP each, fused by a
-    third (``mat.md`` §1.6)."""
+    third (the paper, §3.2, feeds ``[P, G]`` to one linear layer)."""
 
     def __init__(self, local_dims: int, global_dims: int, hidden: int, out: int):
         super().__init__()
