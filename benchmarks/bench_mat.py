@@ -17,7 +17,7 @@ not depend on them). Each number is the best of ``--repeats`` timed iterations a
 (the machine is shared, so the minimum is the least disturbed estimate); the load average is
 printed before and after.
 
-Reference on the same 2-core machines (``mat.md``; official code, B4 at 380 px, batch 4): forward
+Reference measured with the official code on the same 2-core machines (B4 at 380 px, batch 4): forward
 2.8 images/s, train step 0.85 images/s without AGDA and 0.39 with it. Goal: >= 1.3x each.
 """
 

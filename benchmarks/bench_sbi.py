@@ -5,7 +5,7 @@ process, one OpenCV thread: the number is the throughput of one data-loading wor
 rendered before timing. Each repeat times every face once; the best repeat is reported (the
 machine may be shared), with the per-step breakdown of that repeat.
 
-References on the same 2-core machines (``sbi.md``, ``laanet.md``): the official SBI code makes
+References measured with the official code on the same 2-core machines: the official SBI code makes
 about 75 pairs/s without targets, LAA-Net's pipeline about 37 pairs/s with them. Goal: >= 80.
 """
 

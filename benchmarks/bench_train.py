@@ -21,7 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
 
-from dfattn.train import SAM, TrainConfig, Trainer, frozen_bn_statistics  # noqa: E402
+from dfattn.optim import SAM, frozen_bn_statistics  # noqa: E402
+from dfattn.train import TrainConfig, Trainer  # noqa: E402
 
 
 def step_throughput(trainer: Trainer, batch: dict, steps: int, repeats: int) -> float:

@@ -1,7 +1,7 @@
 """Evaluation: predictions as tables, frame- and video-level metrics, ROC curves.
 
-The test protocol follows LAA-Net's (paper §4.1 and its released test code), which the MAT
-evaluation shares:
+The test protocol follows LAA-Net's released test configuration, which the MAT evaluation
+shares:
 
 - **flip test**: the logit of an image is the mean of the logits of the image and of its horizontal
   flip (:func:`fake_logit` with ``flip_tta=True``);
@@ -152,7 +152,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 def fake_logit(model: Detector, images: Tensor, flip_tta: bool = False) -> Tensor:
     """The ``(B,)`` logit of P(fake) of ``images``: ``model.fake_logit(images)``; with ``flip_tta``
     the mean of the logits of the images and of their horizontal flips (LAA-Net's flip test,
-    paper §4.1), both in one forward pass of ``2B`` images."""
+    ``flip_test`` in its released test configuration), both in one forward pass of ``2B`` images."""
     n = images.shape[0]
     if flip_tta:
         images = torch.cat([images, images.flip(-1)])  # (2B, 3, H, W)
@@ -296,7 +296,7 @@ def evaluate_frames(
         group_by: column(s) to group by (e.g. ``"degradation"``); groups come in order of first
             appearance, then an ``"all"`` row.
         pool_reals: score each group's *fakes* against *all* the real rows of the table (the
-            FF++ per-method protocol of ``mat.md`` §4.2: each method's fakes against every real
+            FF++ per-method protocol of the MAT paper's tables: each method's fakes against every real
             test video), for a grouping such as the manipulation family that real images have no
             share in. Groups are then formed from the fakes only.
 

@@ -1,8 +1,7 @@
 """Offline preprocessing of benchmark videos into face crops with 68 landmarks.
 
 For each :class:`~dfattn.data.public.VideoRecord`: sample ``frames_per_video`` frames evenly
-(:func:`~dfattn.data.video.sample_frames`, 32 as in LAA-Net's test protocol, laanet.md section
-4.2), find the largest face and its 68 landmarks in each frame offline
+(:func:`~dfattn.data.video.sample_frames`, 32 as in LAA-Net's released test configuration), find the largest face and its 68 landmarks in each frame offline
 (:func:`~dfattn.data.folder.detect_landmarks`: dlib HOG + 68-point predictor), crop it
 (:func:`~dfattn.data.folder.crop_face`) and save crop and landmarks. Output layout::
 
@@ -13,7 +12,7 @@ For each :class:`~dfattn.data.public.VideoRecord`: sample ``frames_per_video`` f
         000000.png  000000.npy  000012.png ...   crop (size x size RGB) and its (68, 2) float32
         done.json                              landmarks in crop pixels; the per-video marker
 
-Crop. The paper crops "with an enlargement of 1.25" (laanet.md 4.1): the crop's side is 1.25 x a
+Crop. The paper crops "with an enlargement of 1.25" (LAA-Net paper §4.1): the crop's side is 1.25 x a
 face box, here the square box dlib's detector gives for the landmarks (side = longer side of
 the landmark box), i.e. :func:`crop_face` with ``margin = 0.125``. LAA-Net's code pads a
 RetinaFace box by 0.25 on each side instead (1.5 x): ``margin = 0.25``. dlib's box is tighter

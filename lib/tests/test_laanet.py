@@ -58,7 +58,7 @@ def test_bad_input_raises_a_clear_error():
 
 def test_b4_matches_the_reference_size():
     """B4 with the code's shared Inception conv: 27,128,786 parameters and 16.6 GFLOPs at 384 px
-    (13.9 with the classification head only) as measured on the official model (laanet.md §1.3);
+    (13.9 with the classification head only) as measured on the official model by the same counter;
     the paper's four separate 1x1 convs add 3 x (112*28 + 2*28) parameters."""
     with torch.device("meta"):  # shapes only: instant
         shared = LAANet(LAANetConfig(shared_inception_conv=True)).eval()
@@ -71,7 +71,7 @@ def test_b4_matches_the_reference_size():
     total, parts = count_flops(shared, x)
     cls_only, cls_parts = count_flops(shared, x, lambda m, x: m(x, heads=("cls",)))
     assert round(total / 1e9, 1) == 16.6 and round(cls_only / 1e9, 1) == 13.9
-    assert round(parts["backbone"] / 1e9, 1) == 8.8  # laanet.md §1.3
+    assert round(parts["backbone"] / 1e9, 1) == 8.8  # the official model's backbone share
     assert cls_parts["heatmap_head"] == cls_parts["consistency_head"] == 0
     _, fine = count_flops(shared, x, depth=3)  # the breakdown covers the whole model
     assert sum(fine.values()) == total and "decoder.stage4.0" in fine

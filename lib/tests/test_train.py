@@ -54,7 +54,7 @@ def test_warmup_linear_schedule_matches_the_official_shape():
     assert f(0) == 1.0
     assert f(25) == pytest.approx(4.0)  # peak at the end of the warm-up
     assert f(10) == pytest.approx(1 + 3 * 10 / 25)
-    assert f(50) == pytest.approx(4 * 50 / 75)  # 1.33e-4 at base 5e-5 (laanet.md table)
+    assert f(50) == pytest.approx(4 * 50 / 75)  # 1.33e-4 at base 5e-5 (the official config's warm-up)
     assert f(100) == 0.0
 
 

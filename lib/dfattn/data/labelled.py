@@ -1,7 +1,7 @@
 """A folder of face crops labelled by sub-folder: ``root/real/**`` and ``root/fake/**``.
 
-The layout most deepfake test sets reduce to (``laanet.md`` §4.2 lists how each maps real and fake
-to folders). With one folder of frames per video, e.g. ``root/fake/000_003/0001.png``, the
+The layout most deepfake test sets reduce to (FF++, Celeb-DF, DFDC and DFD each map their real
+and fake videos to folders or index files that :mod:`dfattn.data.public` reads). With one folder of frames per video, e.g. ``root/fake/000_003/0001.png``, the
 ``video_id`` of each frame is its folder relative to ``root`` (``"fake/000_003"``), which is what
 :func:`dfattn.evaluate.video_level` groups by. Images lying directly in ``real/`` or ``fake/``
 are each their own video.

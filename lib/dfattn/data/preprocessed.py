@@ -11,7 +11,7 @@ Reads the layout written by :func:`dfattn.preprocess.preprocess`::
 - :class:`PreprocessedFaces`: a :class:`~dfattn.data.faces.FaceSource` of the frames of one
   split and label (the real frames that self-blended training starts from);
 - :class:`PreprocessedFrames`: labelled frames for evaluation; video-level scores average the
-  frame logits of each ``video_id`` (LAA-Net's test protocol, laanet.md section 4.2);
+  frame logits of each ``video_id`` (the video-level protocol of both papers);
 - :func:`index`: the index as a DataFrame.
 
 The ``datasets`` filters match a dataset name exactly or its family: ``"ffpp"`` selects

@@ -58,7 +58,8 @@ Any folder of videos (:func:`video_folder`; ``dataset`` is an option, ``"videos"
       any/sub/folders/clip.mp4 ...
 
 :func:`load_public_dataset` picks an adapter by name (``ffpp, celebdf, dfdc, dfdcp, dfd, videos``).
-The labelling by folder follows LAA-Net's test code (laanet.md, section 4.2).
+The labelling by folder follows LAA-Net's released test code (real and fake by the dataset's own
+folder names or index files).
 """
 
 from __future__ import annotations
