@@ -37,6 +37,7 @@ figures need); nothing outside a model's own chapter calls it.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import typing
 from typing import Any, Callable, ClassVar
 
@@ -118,12 +119,23 @@ def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
     return decorate
 
 
+ENTRY_POINTS = "dfattn.detectors"  # installed packages may register detectors under this group
+_plugins_loaded = False
+
+
 def _registered() -> dict[str, type[Detector]]:
-    """The registry, with the built-in detectors imported (they register themselves)."""
+    """The registry, with the built-in detectors imported (they register themselves) and, once,
+    the modules that installed packages name under the ``dfattn.detectors`` entry-point group
+    (so the command-line tools find their detectors too)."""
+    global _plugins_loaded
     import dfattn.models.baseline  # noqa: F401
     import dfattn.models.laanet  # noqa: F401
     import dfattn.models.mat  # noqa: F401
 
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+            entry.load()
     return REGISTRY
 
 
