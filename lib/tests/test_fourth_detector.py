@@ -24,16 +24,14 @@ from dfattn.models.base import Detector, register
 
 @dataclass(frozen=True)
 class TinyConfig:
-    width: int = 8
+    width: int = 8  # channels of both convolutions
 
 
-@register("tiny_attention")
 class TinyAttention(Detector):
     """Two convolutions, a one-channel sigmoid attention map, attention-weighted pooling, a logit."""
 
-    config_class = TinyConfig
-
-    def __init__(self, config: TinyConfig = TinyConfig()):
+    def __init__(self, config=None):
+        config = config or TinyConfig()
         super().__init__(config)
         self.features = nn.Sequential(nn.Conv2d(3, config.width, 3, stride=2, padding=1), nn.ReLU(),
                                       nn.Conv2d(config.width, config.width, 3, stride=2, padding=1))
@@ -55,6 +53,10 @@ class TinyAttention(Detector):
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         bce = F.binary_cross_entropy_with_logits(self.fake_logit(batch["image"]), batch["label"].float())
         return bce, {"cls": bce.detach()}
+
+
+TinyAttention.config_class = TinyConfig
+register("tiny_attention")(TinyAttention)  # the decorator, applied by hand
 
 
 SMALL = ["--profile", "smoke", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--batch-size", "8",
