@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfattn.config import get_profile
+from dfattn.config import profile_from_env
 from dfattn.models.laanet import LAANet, LAANetConfig, laanet_loss
 from dfattn.models.flops import count_flops, count_parameters
 
@@ -166,7 +166,7 @@ def main() -> None:
                         help="also time torch.compile'd variants (inference only, or the train step too)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    profile = get_profile(args.profile)
+    profile = profile_from_env(args.profile)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.2f}")
 
@@ -179,9 +179,9 @@ def main() -> None:
           f"{total / 1e9:.2f} GFLOPs (3 heads), {cls_only / 1e9:.2f} GFLOPs (inference path)")
     print("  per component (GFLOPs):", {k: round(v / 1e9, 2) for k, v in parts.items() if v})
 
-    size, batch = profile.image_size, min(profile.batch_size, 16)
-    print(f"\nprofile {profile.name}: {profile.backbone} @{size}, batch {batch} on {device} (images/s):")
-    bench_laanet(LAANetConfig(backbone=profile.backbone), size, batch, device, args.repeats, args.compile)
+    size, batch = profile.train.image_size, min(profile.train.batch_size, 16)
+    print(f"\nprofile {profile.name}: {profile.train.backbone} @{size}, batch {batch} on {device} (images/s):")
+    bench_laanet(LAANetConfig(backbone=profile.train.backbone), size, batch, device, args.repeats, args.compile)
     if args.skip_b4:
         return
     print(f"\nefficientnet_b4 @384, batch 4 on {device} (images/s):")

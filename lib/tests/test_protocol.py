@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from torch import nn
 
-from dfattn.ablations import ABLATIONS, BUDGETS, ablation_config, as_text, summarise
+from dfattn.ablations import ABLATIONS, ablation_config, as_text, summarise
+from dfattn.config import PROFILES
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
 
@@ -70,8 +71,8 @@ def test_ablation_summary_mean_and_spread_over_seeds():
 
 
 def test_ablation_rows_change_what_they_say():
-    budget = BUDGETS["smoke"]
-    configs = {a.name: ablation_config(a, "smoke", budget, seed=0).resolved() for a in ABLATIONS}
+    budget = PROFILES["smoke"].ablation
+    configs = {a.name: ablation_config(a, "smoke", seed=0).resolved() for a in ABLATIONS}
     assert configs["LAA-Net: no FPN"].model_config == {"fpn": "none"}
     assert configs["LAA-Net: BI instead of SBI"].blend == "bi"
     assert configs["MAT: no AGDA"].model_config == {"agda_weight": 0.0}

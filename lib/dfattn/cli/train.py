@@ -23,6 +23,7 @@ import sys
 import typing
 from typing import Any, Sequence
 
+from dfattn.config import profile_from_env
 from dfattn.train import TrainConfig, train
 
 _SKIP = {"model_config"}
@@ -68,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             model_config[key] = json.loads(raw)
         except json.JSONDecodeError:
             model_config[key] = raw  # a bare string
+    values["profile"] = profile_from_env(values.get("profile"))  # --profile > $DFATTN_PROFILE > auto
     return TrainConfig(**values, model_config=model_config)
 
 
