@@ -1,5 +1,6 @@
-"""Small figure and table helpers shared by the chapters: draw an image panel, save and glue a
-figure, write a table as CSV and Markdown, copy a table into the README."""
+"""Small figure and table helpers shared by the chapters: draw an image panel, blend a heat map
+over an image, save and glue a figure, write a table as CSV and Markdown, copy a table into the
+README."""
 
 from __future__ import annotations
 
@@ -21,6 +22,41 @@ def show(ax, image, title: str | None = None, cmap: str | None = None,
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
+
+
+def heat_overlay(image, heat, alpha: float = 0.45) -> np.ndarray:
+    """``image`` with a jet-coloured ``heat`` map blended over it: ``(H, W, 3)`` RGB uint8.
+
+    Args:
+        image: ``(H, W, 3)`` uint8, or float in [0, 1], or a ``(3, H, W)`` tensor/array in [0, 1].
+        heat: ``(h, w)`` array or tensor; resized bilinearly to ``(H, W)``, divided by its maximum
+            and clipped to [0, 1] (a map of zeros colours as 0).
+        alpha: weight of the colour map; the image keeps ``1 - alpha``.
+    """
+    import cv2
+
+    if hasattr(image, "detach"):
+        image = image.detach().float().cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:  # (3, H, W)
+        image = image.transpose(1, 2, 0)
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    image = np.ascontiguousarray(image)
+    if hasattr(heat, "detach"):
+        heat = heat.detach().float().cpu().numpy()
+    heat = np.asarray(heat, dtype=np.float32)
+    height, width = image.shape[:2]
+    if heat.shape != (height, width):
+        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(heat / max(float(heat.max()), 1e-8), 0, 1)
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(image, 1 - alpha, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), alpha, 0)
+
+
+def show_heat(ax, image, heat, title: str | None = None, alpha: float = 0.45) -> None:
+    """Draw :func:`heat_overlay` of ``image`` and ``heat`` on ``ax`` (see :func:`show`)."""
+    show(ax, heat_overlay(image, heat, alpha), title)
 
 
 def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:

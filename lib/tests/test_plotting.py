@@ -10,7 +10,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from dfattn.plotting import markdown_table, save_figure, save_table, show, update_readme_table  # noqa: E402
+from dfattn.plotting import (heat_overlay, markdown_table, save_figure, save_table, show, show_heat,  # noqa: E402
+                             update_readme_table)
 
 
 def test_show_takes_chw_tensors_and_arrays(tmp_path):
@@ -68,3 +69,46 @@ def test_update_readme_table_replaces_only_the_marked_block(tmp_path):
                                   "<!-- table:r -->\nkeep\n<!-- /table:r -->\n")
     with pytest.raises(ValueError, match=r"README\.md.*table:missing"):
         update_readme_table(readme, "missing", "x")
+
+
+def test_heat_overlay_blends_a_jet_map_over_the_image():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    out = heat_overlay(image, np.zeros((3, 3)))
+    assert out.shape == (12, 10, 3) and out.dtype == np.uint8
+    jet_zero = np.array([0, 0, 128])  # the jet colour of 0, RGB
+    expected = 0.55 * image.astype(float) + 0.45 * jet_zero
+    assert np.abs(out.astype(float) - expected).max() <= 1
+    # float images in [0, 1] and (3, H, W) tensors give the same picture
+    assert np.array_equal(heat_overlay(torch.from_numpy(image).permute(2, 0, 1) / 255.0, np.zeros((3, 3))), out)
+    assert np.array_equal(heat_overlay(image / 255.0, torch.zeros(3, 3)), out)
+
+
+def test_heat_overlay_puts_the_hot_spot_where_the_heat_is():
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    heat = torch.zeros(4, 4)
+    heat[0, 3] = 5.0  # top right; normalised by its maximum
+    out = heat_overlay(grey, heat).astype(int)
+    redness = out[..., 0] - out[..., 2]
+    row, col = np.unravel_index(redness.argmax(), redness.shape)
+    assert row < 4 and col >= 12
+    assert redness[-1, 0] < 0  # cold corner: blue
+
+
+def test_heat_overlay_equals_the_detect_tools_blend_on_a_normalised_map():
+    import cv2
+
+    rng = np.random.default_rng(1)
+    face = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    heat = rng.random((8, 8))
+    heat /= heat.max()
+    colour = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    old = cv2.addWeighted(face, 0.55, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), 0.45, 0)
+    assert np.array_equal(heat_overlay(face, heat), old)
+
+
+def test_show_heat_draws_the_overlay():
+    fig, ax = plt.subplots()
+    show_heat(ax, torch.rand(3, 8, 6), torch.rand(2, 2), "map")
+    assert ax.images[0].get_array().shape == (8, 6, 3) and ax.get_title() == "map"
+    plt.close(fig)
