@@ -8,13 +8,15 @@ Held-out people only, never seen in training or model selection:
   all the real images (AUC per family, then the mean over families);
 - **quality** (:func:`quality`): the same benchmark under each degradation and strength
   (:data:`~dfattn.data.manipulations.DEGRADATIONS`), reals degraded alike;
+- chapter 3's runs as chapters 4 and 6 read them (:func:`chapter_runs`);
 - a **labelled folder** (``real/`` and ``fake/``) or a **preprocessed benchmark** (FF++,
   Celeb-DF, ...): frame-level and video-level metrics (:func:`labelled_frames`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -24,6 +26,10 @@ from dfattn.data.datasets import Degradation, HeldOutFamilies, PseudoFakePairs, 
 from dfattn.data.faces import FaceSource
 from dfattn.data.manipulations import DEGRADATIONS, FAMILIES
 from dfattn.evaluate import evaluate_frames, predict, video_level
+
+if TYPE_CHECKING:
+    from dfattn.config import Profile
+    from dfattn.train import TrainConfig
 
 PredictKw = dict[str, Any]
 
@@ -129,19 +135,35 @@ def labelled_frames(model: nn.Module, dataset: torch.utils.data.Dataset, by: str
     return frames, None
 
 
-def metrics_row(frames: pd.DataFrame) -> dict[str, float]:
-    """The headline metrics of a table with ``label`` and ``prob`` (all rows together)."""
-    return evaluate_frames(frames).loc["all"].to_dict()
+def chapter_runs(models: Sequence[str], profile: "Profile | str", runs: str | Path, data: str = "synthetic",
+                 seed: int = 0) -> tuple[dict[str, "TrainConfig"], dict[str, nn.Module], FaceSource]:
+    """Chapter 3's runs, as chapters 4 and 6 read them: each model's resolved config under
+    ``profile``, its detector (train-or-load from ``runs / model``: a finished run is read back) and
+    the test faces of the first model's split (held-out people).
+
+    Returns:
+        ``(configs, detectors, test_faces)``: ``{model: TrainConfig}``, ``{model: Detector}`` (the
+        selected weights, eval mode) and a :class:`~dfattn.data.faces.FaceSource`.
+    """
+    from dfattn.data.sources import SplitSizes, face_splits
+    from dfattn.train import TrainConfig, train  # here: dfattn.train imports this module
+
+    configs = {m: TrainConfig(model=m, profile=profile, data=data, seed=seed, progress=False).resolved()
+               for m in models}
+    detectors = {m: train(c, Path(runs) / m)[0] for m, c in configs.items()}
+    c0 = configs[models[0]]
+    test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed)["test"]
+    return configs, detectors, test_faces
 
 
 __all__ = [
     "FAMILIES",
     "FrameItems",
     "Materialised",
+    "chapter_runs",
     "cross_manipulation",
     "cross_manipulation_table",
     "labelled_frames",
-    "metrics_row",
     "quality",
     "quality_table",
 ]

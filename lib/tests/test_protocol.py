@@ -1,10 +1,12 @@
-"""The evaluation protocol's tables and the ablation summaries, on hand-made score tables."""
+"""The evaluation protocol's tables and the ablation summaries, on hand-made score tables; chapter_runs
+on the smoke profile."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from torch import nn
 
 from dfattn.ablations import ABLATIONS, ablation_config, as_text, summarise
@@ -79,3 +81,21 @@ def test_ablation_rows_change_what_they_say():
     assert all(c.image_size == budget.image_size and c.epochs == budget.epochs for c in configs.values())
     assert len({a.name for a in ABLATIONS}) == len(ABLATIONS)
     assert sum(a.reference for a in ABLATIONS) == 2
+
+
+def test_chapter_runs_trains_then_reads_back_chapter_3s_runs(tmp_path):
+    from dfattn.protocol import chapter_runs
+    from dfattn.train import TrainConfig
+
+    models = ["baseline", "mat"]
+    configs, detectors, test_faces = chapter_runs(models, "smoke", tmp_path, seed=0)
+    assert list(configs) == models == list(detectors)
+    assert configs["mat"] == TrainConfig(model="mat", profile="smoke", seed=0, progress=False).resolved()
+    assert all((tmp_path / m / "best.safetensors").exists() for m in models)
+    assert all(not d.training for d in detectors.values())
+    assert len(test_faces) == configs["baseline"].n_test
+    _, again, faces_again = chapter_runs(models, PROFILES["smoke"], tmp_path, seed=0)  # read back
+    for m in models:
+        for (name, a), b in zip(detectors[m].state_dict().items(), again[m].state_dict().values()):
+            assert torch.equal(a, b), (m, name)
+    assert len(faces_again) == len(test_faces)
