@@ -13,11 +13,11 @@ from dfattn.data.blending import (
     NearestLandmarkIndex,
     SBIConfig,
     blend_images,
-    lab_colour_transfer,
     perturb_statistics,
     self_blend,
 )
 from dfattn.data.faces import Face, FaceList, flip_landmarks
+from dfattn.data.geometry import lab_colour_transfer
 from dfattn.data.masks import (
     MASK_TYPES,
     N_FOREHEAD,

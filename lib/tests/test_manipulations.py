@@ -10,7 +10,7 @@ from dfattn.data.faces import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, Face, FaceList
 from dfattn.data.manipulations import (
     DEGRADATIONS,
     FAMILIES,
-    REGIONS,
+    SWAP_REGIONS,
     Manipulation,
     apply_family,
     degrade,
@@ -21,10 +21,9 @@ from dfattn.data.manipulations import (
     pick_donor,
     region_swap,
     resynthesise,
-    similarity_transform,
     upsampler_resynthesis,
-    warp_to_landmarks,
 )
+from dfattn.data.geometry import similarity_transform, warp_to_landmarks
 from dfattn.data.synthetic import SyntheticFaces
 
 SIZE = 128
@@ -85,7 +84,7 @@ def test_region_swap_mask_holds_its_region_and_no_other(faces, region, seed):
         [i for name, idx in REGION_POINTS.items() if name != region for i in idx]
     ]
     # Landmarks of other regions closer than 2 px to a part (a turned head) cannot be told apart.
-    hulls = [cv2.convexHull(target.landmarks[list(part)])[:, 0] for part in REGIONS[region]]
+    hulls = [cv2.convexHull(target.landmarks[list(part)])[:, 0] for part in SWAP_REGIONS[region]]
     far = [
         min(-cv2.pointPolygonTest(h, (float(x), float(y)), True) for h in hulls) > 2
         for x, y in others
@@ -101,7 +100,7 @@ def test_region_swap_pastes_the_aligned_donor_region(faces):
         target, donor, np.random.default_rng(0), "mouth", feather=0.0, brightness_match=False
     )
     assert set(np.unique(out.mask)) == {0.0, 1.0}
-    lips = list(REGIONS["mouth"][0])
+    lips = list(SWAP_REGIONS["mouth"][0])
     to_target = similarity_transform(donor.landmarks[lips], target.landmarks[lips])
     moved = cv2.warpAffine(donor.image, to_target, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT_101)
     inside = out.mask == 1

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, gaussian_blur, soft_threshold
+from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, blur_batch, soft_threshold
 from dfattn.models.mat import (
     MAT,
     MATConfig,
@@ -232,12 +232,12 @@ def test_agda_mass_choice_prefers_heavy_maps():
     assert 0.2 < (uniform == 2).float().mean() < 0.5
 
 
-def test_gaussian_blur_and_soft_threshold():
+def test_blur_batch_and_soft_threshold():
     flat = torch.full((1, 3, 9, 9), 0.3)
-    torch.testing.assert_close(gaussian_blur(flat, 7.0, 43), flat)  # kernel larger than the image
+    torch.testing.assert_close(blur_batch(flat, 7.0, 43), flat)  # kernel larger than the image
     delta = torch.zeros(1, 1, 21, 21)
     delta[..., 10, 10] = 1.0
-    blurred = gaussian_blur(delta, 1.5, 11)
+    blurred = blur_batch(delta, 1.5, 11)
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
     torch.testing.assert_close(blurred, blurred.flip(-1).transpose(-1, -2))  # isotropic
     w = torch.tensor([0.0, 0.5, 1.0])

@@ -42,7 +42,7 @@ def test_ratio_scales_the_ring_instead_of_filling_it():
     mask = soft_disc()
     ring = blending_boundary(mask, ratio=0.25)
     np.testing.assert_allclose(ring, 0.25 * blending_boundary(mask), atol=1e-6)
-    # B of the scaled mask r M is a blob: largest at the centre, not on the rim (sbi.md §7).
+    # B of the scaled mask r M is a blob: largest at the centre, not on the rim (r <= 0.5 never reaches 0.5).
     blob = blending_boundary(0.25 * mask)
     assert blob[64, 64] == pytest.approx(4 * 0.25 * 0.75, abs=1e-4)
     assert ring[64, 64] < 1e-6

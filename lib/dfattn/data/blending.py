@@ -3,7 +3,7 @@
 Both paste a foreground face ``I_F`` onto a host ``I_B`` through a soft mask ``M`` (Face X-ray,
 Li et al., CVPR 2020): ``I = M * I_F + (1 - M) * I_B``, and return the pair ``(host, blend)``.
 
-**SBI** (Shiohara & Yamasaki, CVPR 2022; ``sbi.md`` §3, the order of the official code):
+**SBI** (Shiohara & Yamasaki, CVPR 2022, §3; steps in the order of the official code):
 :func:`self_blend` blends a face with a changed copy of *itself*:
 
 1. landmark subset (the forehead points dropped with p = 0.25) and one of four hull types
@@ -18,7 +18,7 @@ Li et al., CVPR 2020): ``I = M * I_F + (1 - M) * I_B``, and return the pair ``(h
    blur again with a wide sigma;
 6. blend ratio ``r`` from {0.25, 0.5, 0.75, 1, 1, 1}: ``fake = r M * source + (1 - r M) * target``.
 
-**BI** (Face X-ray §3.2, with LAA-Net's BI settings, ``laanet.md`` §3.3): :func:`blend_images`
+**BI** (Face X-ray §3.2, with the BI settings of LAA-Net's released code): :func:`blend_images`
 pastes a *donor of another identity* with similar landmarks (:class:`NearestLandmarkIndex`),
 warped onto the target by a least-squares similarity and colour-matched in CIELAB, through a
 randomly deformed, eroded or dilated, blurred hull mask.
@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 
 from dfattn.data.faces import Face, FaceSource
-from dfattn.data.manipulations import _face_scale, lab_colour_transfer, similarity_transform
-from dfattn.data.masks import MASK_TYPES, draw_hulls, hull_pieces, with_forehead
+from dfattn.data.geometry import draw_hulls, face_scale, lab_colour_transfer, similarity_transform
+from dfattn.data.masks import MASK_TYPES, hull_pieces, with_forehead
 
 __all__ = [
     "BIConfig",
@@ -51,7 +51,6 @@ __all__ = [
     "NearestLandmarkIndex",
     "SBIConfig",
     "blend_images",
-    "lab_colour_transfer",
     "perturb_statistics",
     "self_blend",
 ]
@@ -64,7 +63,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SBIConfig:
-    """Hyper-parameters of :func:`self_blend` (defaults: the SBI code, ``sbi.md`` §3).
+    """Hyper-parameters of :func:`self_blend` (defaults: the released SBI code).
 
     Sizes in pixels refer to a 256-px crop; other sizes scale them (``soften_size`` is absolute,
     as in SBI, which makes the blur relative to the crop).
@@ -77,7 +76,7 @@ class SBIConfig:
         perturb_source_p: probability that the source (not the target) is perturbed.
         rgb_shift, rgb_shift_p: per-channel shift in [-rgb_shift, rgb_shift] grey levels.
         hsv_shift, hsv_p: hue / saturation / value shifts in OpenCV uint8 units (hue 0-180). SBI's
-            0.3 rounds to no change on uint8 images (``sbi.md`` §3 step 5 note); kept for fidelity.
+            0.3 rounds to no change on uint8 images (a quirk of the released code); kept for fidelity.
         brightness, contrast, brightness_contrast_p: ``x * (1 + c) + 255 * b`` with ``b``, ``c``
             uniform in +-brightness, +-contrast.
         downscale_p: probability of the down/up-scale (else sharpen), one of the two always.
@@ -177,7 +176,7 @@ class BlendResult:
 
     For LAA-Net's targets pass ``mask_unscaled`` and ``ratio`` to
     :func:`~dfattn.data.targets.laanet_targets` (the boundary ring of the soft mask, scaled by r);
-    passing ``mask`` instead reproduces the r-scaled boundary (``sbi.md`` §7).
+    passing ``mask`` instead gives the r-scaled boundary (for r <= 0.5 a filled blob, not a ring).
     """
 
     real: np.ndarray
@@ -267,7 +266,7 @@ def perturb_statistics(
     image: np.ndarray, rng: np.random.Generator, config: SBIConfig = SBIConfig(),
     params: dict | None = None,
 ) -> np.ndarray:
-    """SBI's source-target perturbation (``sbi.md`` §3 step 5): colour, then one frequency change.
+    """SBI's source-target perturbation (SBI §3.1, source-target generator): colour, then one frequency change.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
@@ -415,7 +414,7 @@ def self_blend(
     config: SBIConfig = SBIConfig(),
     timings: dict[str, float] | None = None,
 ) -> BlendResult:
-    """A self-blended image (SBI, ``sbi.md`` §3 steps 3-10) of ``face``.
+    """A self-blended image (SBI §3.1-3.2: perturb, mask, warp, blend) of ``face``.
 
     Args:
         face: the real face (any size; landmarks in its pixels).
@@ -509,7 +508,7 @@ class NearestLandmarkIndex:
     Shapes are centred and aligned by a similarity (rotation, scale) onto a template made by
     generalised Procrustes analysis of the indexed shapes (three rounds). The distance of two
     faces is the sum over the 68 points of the Euclidean distance between their aligned points
-    (LAA-Net's BI search, ``laanet.md`` §3.1; in units of the unit-norm template). Queries are
+    (the nearest-landmark donor search of Face X-ray's BI, as LAA-Net's code does it; in units of the unit-norm template). Queries are
     vectorised over all faces.
 
     Args:
@@ -606,7 +605,7 @@ def blend_images(
     2. Mask: a random hull type of the target's 68 points, bent by an elastic field, eroded or
        dilated by a disc, feathered by a Gaussian.
     3. Donor warped onto the target by the least-squares similarity of their landmarks
-       (:func:`~dfattn.data.manipulations.similarity_transform`, Umeyama; deterministic, unlike
+       (:func:`~dfattn.data.geometry.similarity_transform`, Umeyama; deterministic, unlike
        OpenCV's RANSAC estimators), then LAB mean/std colour transfer (Reinhard et al. 2001)
        inside the hull.
     4. ``fake = M * donor + (1 - M) * target``; the real image is the target.
@@ -626,7 +625,7 @@ def blend_images(
     image = target.image
     shape = image.shape[:2]
     what = f"blend_images({target.name or target.identity})"
-    face_size = _face_scale(target.landmarks)
+    face_size = face_scale(target.landmarks)
     size_factor = max(shape) / 256.0
     mask_type = c.mask_types[int(rng.integers(len(c.mask_types)))]
     pieces = hull_pieces(target.landmarks[:68], mask_type)

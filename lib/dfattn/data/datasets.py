@@ -41,7 +41,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def pair_augmentation(jpeg: bool = True) -> A.Compose:
     """The photometric augmentation SBI and LAA-Net apply with *shared* parameters to a real/fake pair
-    (``sbi.md`` §3 step 11): RGB shift, HSV, brightness/contrast, and JPEG 40-100 with p = 0.5."""
+    (the released SBI code's augmentation): RGB shift, HSV, brightness/contrast, and JPEG 40-100 with p = 0.5."""
     ops: list = [
         A.RGBShift(r_shift_limit=20, g_shift_limit=20, b_shift_limit=20, p=0.3),
         A.HueSaturationValue(hue_shift_limit=3, sat_shift_limit=3, val_shift_limit=3, p=0.3),

@@ -32,14 +32,14 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from dfattn.data.faces import LEFT_EYE, MOUTH, NOSE, OUTER_LIPS, RIGHT_EYE, Face, FaceSource
+from dfattn.data.geometry import face_scale, lab_colour_transfer, similarity_transform, warp_to_landmarks
 
 __all__ = [
     "DEGRADATIONS",
     "FAMILIES",
-    "REGIONS",
+    "SWAP_REGIONS",
     "DegradationType",
     "Family",
     "Manipulation",
@@ -50,18 +50,17 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "jpeg",
-    "lab_colour_transfer",
     "pick_donor",
     "poisson_swap",
     "region_swap",
     "resynthesise",
-    "similarity_transform",
     "upsampler_resynthesis",
-    "warp_to_landmarks",
 ]
 
-# Regions swapped by hand (or re-synthesised alone): landmark groups, one convex part each.
-REGIONS: dict[str, tuple[tuple[int, ...], ...]] = {
+# Regions swapped by hand (or re-synthesised alone): landmark groups, one convex part each (the
+# mouth by its outer lips only: the inner lips lie inside them). Not geometry.REGIONS, whose "mouth"
+# holds every mouth point.
+SWAP_REGIONS: dict[str, tuple[tuple[int, ...], ...]] = {
     "eyes": (RIGHT_EYE, LEFT_EYE),
     "nose": (NOSE,),
     "mouth": (OUTER_LIPS,),  # the inner lips lie inside the outer ones
@@ -93,101 +92,6 @@ class Manipulation:
     family: str
     params: dict = field(default_factory=dict)
     donor_identity: int | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# Geometry: similarity and piecewise-affine warps, as one backward map (target pixel -> donor)
-# ------------------------------------------------------------------------------------------------
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` to ``dst``.
-
-    Umeyama, "Least-squares estimation of transformation parameters between two point patterns"
-    (TPAMI 1991), in closed form by an SVD; deterministic, unlike OpenCV's robust estimators.
-
-    Args:
-        src, dst: ``(N, 2)`` corresponding points, ``N >= 2``.
-
-    Returns:
-        ``(2, 3)`` float64 ``M`` with ``dst ~ M @ [x, y, 1]``.
-    """
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s <= 1e-12:
-        raise ValueError("similarity_transform: the source points all coincide")
-    u, sig, vt = np.linalg.svd(d0.T @ s0 / len(src))  # SVD of the (2, 2) cross-covariance
-    d = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])  # no reflection
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
-
-
-def _backward_map(
-    target_points: np.ndarray, donor_points: np.ndarray, shape: tuple[int, int], method: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each target pixel, where to sample the donor: ``(map_x, map_y)``, float32 ``(H, W)``.
-
-    ``"similarity"``: one least-squares similarity. ``"piecewise"``: one affine map per triangle
-    of a Delaunay triangulation of the target landmarks; outside their hull, a ring of triangles
-    joins each hull edge to a copy pushed far beyond the image whose points follow the similarity.
-    The map is continuous everywhere and exactly piecewise-affine inside the hull.
-    """
-    h, w = shape
-    to_donor = similarity_transform(target_points, donor_points)  # (2, 3)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    if method == "similarity":
-        a = to_donor.astype(np.float32)
-        return a[0, 0] * xs + a[0, 1] * ys + a[0, 2], a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    if method != "piecewise":
-        raise ValueError(f"unknown warp method {method!r}; use 'piecewise' or 'similarity'")
-    n = len(target_points)
-    inner = Delaunay(target_points).simplices  # (T, 3) vertex indices; duplicates left out
-    ring = cv2.convexHull(target_points.astype(np.float32), returnPoints=False)[:, 0]  # (m,)
-    centre = target_points[ring].mean(0)
-    spread = np.linalg.norm(target_points[ring] - centre, axis=1).min()
-    outer = centre + (target_points[ring] - centre) * (1.0 + 2.0 * np.hypot(h, w) / spread)
-    tgt = np.vstack([target_points, outer])  # (n + m, 2)
-    don = np.vstack([donor_points, outer @ to_donor[:, :2].T + to_donor[:, 2]])
-    far = n + np.arange(len(ring))
-    nxt, far_nxt = np.roll(ring, -1), np.roll(far, -1)
-    outside = np.concatenate([np.stack([ring, nxt, far_nxt], 1), np.stack([ring, far_nxt, far], 1)])
-    tri = np.concatenate([outside, inner])  # the landmark triangles are drawn last
-    # Per triangle the affine A (3, 2) with [x, y, 1] @ A = donor point, from its three vertices.
-    lhs = np.concatenate([tgt[tri], np.ones((len(tri), 3, 1))], axis=2)  # (T, 3, 3)
-    keep = np.abs(np.linalg.det(lhs)) > 1e-6
-    tri, lhs = tri[keep], lhs[keep]
-    affines = np.linalg.solve(lhs, don[tri])  # (T, 3, 2)
-    affines = np.concatenate([affines, to_donor.T[None]])  # last: the similarity, for safety
-    label = np.full((h, w), len(tri), np.int32)  # which affine each pixel follows
-    for t, corners in enumerate(tgt[tri]):
-        cv2.fillConvexPoly(label, np.round(corners * 16).astype(np.int32), t, cv2.LINE_8, 4)
-    a = affines.astype(np.float32)[label]  # (H, W, 3, 2)
-    map_x = a[..., 0, 0] * xs + a[..., 1, 0] * ys + a[..., 2, 0]
-    map_y = a[..., 0, 1] * xs + a[..., 1, 1] * ys + a[..., 2, 1]
-    return map_x, map_y
-
-
-def warp_to_landmarks(
-    donor: Face, landmarks: np.ndarray, shape: tuple[int, int], method: str = "piecewise"
-) -> np.ndarray:
-    """The donor image warped so that its landmarks land on ``landmarks``, in an image of ``shape``.
-
-    Args:
-        donor: the face to move (any size).
-        landmarks: ``(68, 2)`` target positions of the donor's landmarks.
-        shape: ``(H, W)`` of the output.
-        method: ``"piecewise"`` (Delaunay piecewise-affine) or ``"similarity"``.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB (bilinear sampling, reflected borders).
-    """
-    target_points = np.asarray(landmarks, np.float64)
-    donor_points = donor.landmarks.astype(np.float64)
-    map_x, map_y = _backward_map(target_points, donor_points, shape, method)
-    return cv2.remap(donor.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,39 +140,6 @@ def _blend(new: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarra
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def lab_colour_transfer(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Match the per-channel mean and std of ``image`` to ``reference`` in CIELAB over ``region``.
-
-    Reinhard et al., "Color Transfer between Images" (IEEE CG&A 2001), restricted to the face:
-    ``(x - mu_image) * sd_reference / sd_image + mu_reference`` per LAB channel. On 8-bit LAB that
-    map is a lookup table, so the whole transfer is three colour conversions, two masked
-    ``cv2.meanStdDev`` and one ``cv2.LUT``.
-
-    Args:
-        image, reference: ``(H, W, 3)`` uint8 RGB of one size.
-        region: ``(H, W)`` mask, non-zero where the statistics are taken.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB.
-    """
-    inside = (np.asarray(region) > 0).astype(np.uint8)
-    if not inside.any():
-        raise ValueError("lab_colour_transfer: the region is empty")
-    src = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB)
-    mu_s, sd_s = (v[:, 0] for v in cv2.meanStdDev(src, mask=inside))
-    mu_r, sd_r = (v[:, 0] for v in cv2.meanStdDev(ref, mask=inside))
-    levels = np.arange(256, dtype=np.float64)[:, None]  # (256, 1)
-    lut = (levels - mu_s) * ((sd_r + 1e-3) / (sd_s + 1e-3)) + mu_r  # (256, 3)
-    lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8).reshape(1, 256, 3)
-    return cv2.cvtColor(cv2.LUT(src, lut), cv2.COLOR_LAB2RGB)
-
-
-def _face_scale(landmarks: np.ndarray) -> float:
-    """Square root of the landmark hull area: the face's size in pixels."""
-    return float(np.sqrt(cv2.contourArea(cv2.convexHull(landmarks.astype(np.float32)))))
-
-
 def _check_donor(target: Face, donor: Face | None, family: str) -> Face:
     if donor is None:
         raise ValueError(f"{family}: needs a donor face (target {target.name or target.identity})")
@@ -312,7 +183,7 @@ def face_swap(
     warp = warp or _choice(rng, ("piecewise", "similarity"))
     erode = float(rng.uniform(0.02, 0.06)) if erode is None else float(erode)
     sigma = float(rng.uniform(0.02, 0.05)) if sigma is None else float(sigma)
-    size = _face_scale(target.landmarks)
+    size = face_scale(target.landmarks)
     hull = _hull_mask(target, (FACE,))
     warped = warp_to_landmarks(donor, target.landmarks, hull.shape, warp)
     if colour_match:
@@ -373,9 +244,9 @@ def region_swap(
     Mask: the pasted area (its feathered weight).
     """
     donor = _check_donor(target, donor, "region_swap")
-    region = region or _choice(rng, tuple(REGIONS))
-    if region not in REGIONS:
-        raise ValueError(f"region_swap: unknown region {region!r}; known: {sorted(REGIONS)}")
+    region = region or _choice(rng, tuple(SWAP_REGIONS))
+    if region not in SWAP_REGIONS:
+        raise ValueError(f"region_swap: unknown region {region!r}; known: {sorted(SWAP_REGIONS)}")
     margin = float(rng.uniform(0.1, 0.3)) if margin is None else float(margin)
     jitter = float(rng.uniform(0.1, 0.5)) if jitter is None else float(jitter)
     feather = float(rng.uniform(0.0, 1.0)) if feather is None else float(feather)
@@ -385,7 +256,7 @@ def region_swap(
     others = target.landmarks[
         [i for r, idx in _REGION_LANDMARKS.items() if r != region for i in idx]
     ]
-    parts = [list(part) for part in REGIONS[region]]
+    parts = [list(part) for part in SWAP_REGIONS[region]]
     hulls = [cv2.convexHull(target.landmarks[part])[:, 0] for part in parts]  # (K, 2) each
     # Room from each part to the nearest landmark of another region, less 1.5 px of rasterising.
     room = [
@@ -486,7 +357,7 @@ def upsampler_resynthesis(
     """A face region re-synthesised through a GAN-like upsampler and pasted back softly.
 
     ``region``: ``"face"`` (the hull of the 68 landmarks, eroded by 3% of the face size) or one of
-    :data:`REGIONS` (hulls grown by 15% of the face size); when ``None``, the whole face half the
+    :data:`SWAP_REGIONS` (hulls grown by 15% of the face size); when ``None``, the whole face half the
     time. The image goes down by ``factor`` and back up through :func:`resynthesise` with
     checkerboard ``strength`` (random in [0.05, 0.2]) and periodic ``peak`` (random in [0.5, 1.5]
     grey levels), and is blended through the region feathered by ``sigma`` x face size (random in
@@ -497,17 +368,17 @@ def upsampler_resynthesis(
     if rng is None:
         raise ValueError("upsampler_resynthesis: needs rng")
     if region is None:
-        region = "face" if rng.random() < 0.5 else _choice(rng, tuple(REGIONS))
+        region = "face" if rng.random() < 0.5 else _choice(rng, tuple(SWAP_REGIONS))
     strength = float(rng.uniform(0.05, 0.2)) if strength is None else float(strength)
     peak = float(rng.uniform(0.5, 1.5)) if peak is None else float(peak)
     sigma = float(rng.uniform(0.02, 0.04)) if sigma is None else float(sigma)
-    size = _face_scale(target.landmarks)
+    size = face_scale(target.landmarks)
     if region == "face":
         area = _grow(_hull_mask(target, (FACE,)), -round(0.03 * size))
-    elif region in REGIONS:
-        area = _grow(_hull_mask(target, REGIONS[region]), round(0.15 * size))
+    elif region in SWAP_REGIONS:
+        area = _grow(_hull_mask(target, SWAP_REGIONS[region]), round(0.15 * size))
     else:
-        known = ["face", *sorted(REGIONS)]
+        known = ["face", *sorted(SWAP_REGIONS)]
         raise ValueError(f"upsampler_resynthesis: unknown region {region!r}; known: {known}")
     weight = _feather(area, sigma * size)
     image = _blend(resynthesise(target.image, factor, strength, peak), target.image, weight)
@@ -588,7 +459,7 @@ def apply_family(
 def _landmark_distance(a: np.ndarray, b: np.ndarray) -> float:
     """RMS distance of landmarks ``a`` aligned onto ``b`` by a similarity, per unit of face size."""
     m = similarity_transform(a, b)
-    return float(np.sqrt(((a @ m[:, :2].T + m[:, 2] - b) ** 2).sum(1).mean()) / _face_scale(b))
+    return float(np.sqrt(((a @ m[:, :2].T + m[:, 2] - b) ** 2).sum(1).mean()) / face_scale(b))
 
 
 def pick_donor(

@@ -1,8 +1,8 @@
 """Face masks from 68 landmarks: the four hull types of Face X-ray / SBI, forehead points, regions.
 
 The blending masks of Face X-ray (Li et al., CVPR 2020) and SBI (Shiohara & Yamasaki, CVPR 2022,
-``sbi.md`` §3 step 4) are unions of filled convex hulls of landmark groups. SBI picks one of four
-types with probability 1/4 each:
+the mask step of its source-target generator) are unions of filled convex hulls of landmark
+groups. SBI picks one of four types with probability 1/4 each:
 
 - ``"full"`` (a): three convex pieces: jaw + mouth, nose ridge, brows + eyes with the top of the
   jaw line;
@@ -26,10 +26,8 @@ image size, as uint8 ``{0, 1}`` or float32 ``{0., 1.}``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from dfattn.data.faces import (
@@ -44,13 +42,12 @@ from dfattn.data.faces import (
     RIGHT_EYE,
     flip_landmarks,
 )
+from dfattn.data.geometry import REGIONS, draw_hulls
 
 __all__ = [
     "MASK_TYPES",
     "N_FOREHEAD",
-    "REGIONS",
     "MaskType",
-    "draw_hulls",
     "extend_brows",
     "flip_with_forehead",
     "forehead_points",
@@ -63,9 +60,6 @@ __all__ = [
 MaskType = Literal["full", "extended", "components", "hull"]
 MASK_TYPES: tuple[str, ...] = ("full", "extended", "components", "hull")
 N_FOREHEAD = 13  # SBI's 81-point model: 68 + 13 hairline points
-
-_SHIFT = 4  # fixed-point fraction bits for sub-pixel polygon filling
-_ONE = float(1 << _SHIFT)
 
 # Landmark groups of the hull pieces (indices into the iBUG-68 layout).
 _CHIN = (8,)
@@ -84,16 +78,6 @@ _COMPONENT_PIECES: tuple[tuple[int, ...], ...] = (
     LEFT_BROW + LEFT_EYE + (27,) + NOSE_BOTTOM + _CHIN,  # left eye region
     NOSE,  # nose
 )
-
-REGIONS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "right_eye": (RIGHT_EYE,),
-    "left_eye": (LEFT_EYE,),
-    "eyes": (RIGHT_EYE, LEFT_EYE),
-    "nose": (NOSE,),
-    "mouth": (MOUTH,),
-    "face": (tuple(range(68)),),
-}
-
 
 def _check_landmarks(landmarks: np.ndarray, at_least: int = 68) -> np.ndarray:
     lm = np.asarray(landmarks, np.float32)
@@ -184,23 +168,6 @@ def hull_pieces(landmarks: np.ndarray, kind: MaskType = "hull") -> list[np.ndarr
     else:
         raise ValueError(f"unknown mask type {kind!r}; use one of {MASK_TYPES}")
     return [lm[list(g)] for g in groups]
-
-
-def draw_hulls(
-    canvas: np.ndarray,
-    pieces: Sequence[np.ndarray],
-    value: float = 1,
-    offset: tuple[float, float] = (0.0, 0.0),
-) -> np.ndarray:
-    """Fill the convex hull of every point set into ``canvas`` (in place) and return it.
-
-    ``offset`` ``(x0, y0)`` is subtracted from the points (to draw into a crop of the image).
-    """
-    shift = np.asarray(offset, np.float32)
-    for points in pieces:
-        fixed = np.round((np.asarray(points, np.float32) - shift) * _ONE).astype(np.int32)
-        cv2.fillConvexPoly(canvas, cv2.convexHull(fixed), value, cv2.LINE_8, _SHIFT)
-    return canvas
 
 
 def hull_mask(

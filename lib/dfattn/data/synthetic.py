@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from dfattn.data.faces import Face
+from dfattn.data.geometry import SUBPIXEL, SUBPIXEL_BITS
 
 __all__ = [
     "HAIR_STYLES",
@@ -80,8 +81,7 @@ _HAIR_STYLE_CUM, _HAIR_CUM, _IRIS_CUM = (
     np.cumsum(w) for w in (_HAIR_STYLE_WEIGHTS, _HAIR_WEIGHTS, _IRIS_WEIGHTS)
 )
 
-_SHIFT = 4  # fixed-point fraction bits for sub-pixel cv2 drawing
-_ONE = float(1 << _SHIFT)
+_SHIFT, _ONE = SUBPIXEL_BITS, SUBPIXEL  # fixed-point sub-pixel cv2 drawing (geometry's constant)
 _AA = cv2.LINE_AA
 _KERNEL3 = np.ones((3, 3), np.uint8)
 Colour = tuple[float, float, float]

@@ -1,4 +1,4 @@
-"""LAA-Net's training targets from a blending mask (``laanet.md`` §2.2-2.4).
+"""LAA-Net's training targets from a blending mask (LAA-Net paper §3.2: blending boundary, heatmap, self-consistency).
 
 All three live at the heatmap resolution (a quarter of the input in LAA-Net: 96 for 384):
 
@@ -16,7 +16,7 @@ All three live at the heatmap resolution (a quarter of the input in LAA-Net: 96 
 Real images (no mask, or an all-zero one) get all-zero targets, as in LAA-Net's code.
 
 **Which mask.** SBI blends with ``r M`` (``r`` in {0.25, ..., 1}). B of ``r M`` is a ring only for
-``r = 1``: for ``r <= 0.5``, ``r M`` never reaches 0.5 and B becomes a filled blob (``sbi.md`` §7).
+``r = 1``: for ``r <= 0.5``, ``r M`` never reaches 0.5 and B becomes a filled blob.
 :func:`laanet_targets` computes B of the mask it is given; with ``ratio=r`` it treats the mask as
 the *unscaled* soft mask and returns ``r * 4 M (1 - M)``: the ring of the true transition, fainter
 for partial blends; the consistency target is then computed on the unscaled ring (its value does
@@ -271,7 +271,7 @@ def heatmap_target(
     radius: RadiusVariant = "centernet",
     points: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Gaussians on the vulnerable points with adaptive sigma = radius / 3 (``laanet.md`` §2.3).
+    """Gaussians on the vulnerable points with adaptive sigma = radius / 3 (LAA-Net paper §3.2, after CenterNet).
 
     Args:
         boundary: ``(H, W)`` B, resized (area-averaged) to ``heatmap_size`` if that is given.

@@ -1,4 +1,4 @@
-"""Attention Guided Data Augmentation (AGDA) of Multi-attentional Deepfake Detection (``mat.md`` §3).
+"""Attention Guided Data Augmentation (AGDA) of Multi-attentional Deepfake Detection (paper §3.4).
 
 MAT's attention maps tend to lock onto the few most discriminative regions. AGDA (paper §3.4)
 degrades exactly those regions in the training images, so that the detector has to find
@@ -32,7 +32,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class AGDAConfig:
-    """AGDA hyper-parameters; the defaults follow the paper (``mat.md`` §3.1).
+    """AGDA hyper-parameters; the defaults follow the paper (§3.4).
 
     Args:
         scale: down-scaling factor before the blur (paper 0.3; official code 0.5).
@@ -72,7 +72,7 @@ class AGDAConfig:
 
     @classmethod
     def official(cls, **overrides) -> "AGDAConfig":
-        """The settings of the released code (``mat.md`` §3.2)."""
+        """The settings of the released code."""
         values = dict(scale=0.5, kernel_size=11, noise_std=0.05, choice="mass", normalise="max",
                       soft_threshold=((0.4, 0.6), (3.0, 5.0)))
         return cls(**{**values, **overrides})
@@ -95,7 +95,7 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator | None,
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
 
-def gaussian_blur(images: Tensor, sigma: float, kernel_size: int) -> Tensor:
+def blur_batch(images: Tensor, sigma: float, kernel_size: int) -> Tensor:
     """Separable Gaussian blur of ``(B, C, H, W)`` with edge replication (any kernel size works,
     also one larger than the image, which happens at 64 px after down-scaling)."""
     half = kernel_size // 2
@@ -109,12 +109,12 @@ def gaussian_blur(images: Tensor, sigma: float, kernel_size: int) -> Tensor:
     return F.conv2d(F.pad(out, (0, 0, half, half), mode="replicate"), cols, groups=c)
 
 
-def degrade(images: Tensor, config: AGDAConfig, generator: torch.Generator | None = None) -> Tensor:
+def agda_degrade(images: Tensor, config: AGDAConfig, generator: torch.Generator | None = None) -> Tensor:
     """``I_d``: down-scale, blur (and, officially, add noise) at the low resolution, up-scale back."""
     size = images.shape[-2:]
     small = F.interpolate(images, scale_factor=config.scale, mode="bilinear", align_corners=False,
                           antialias=True)  # (B, 3, 0.3 H, 0.3 W)
-    small = gaussian_blur(small, config.sigma, config.kernel)
+    small = blur_batch(small, config.sigma, config.kernel)
     if config.noise_std > 0:
         noise = torch.randn(small.shape, generator=generator, device=small.device, dtype=small.dtype)
         small = small + config.noise_std * noise
@@ -174,5 +174,5 @@ def attention_guided_augmentation(
         t = _uniform(1, t_lo, t_hi, generator, images.device)
         z = _uniform(1, z_lo, z_hi, generator, images.device)
         weight = soft_threshold(weight, t, z)
-    degraded = degrade(images, config, generator)
+    degraded = agda_degrade(images, config, generator)
     return AGDAResult(torch.lerp(images, degraded, weight), weight, head)
