@@ -161,9 +161,7 @@ def _choice(rng: np.random.Generator, options: tuple[str, ...]) -> str:
 
 
 def face_swap(
-    target: Face,
-    donor: Face | None,
-    rng: np.random.Generator,
+    target: Face, donor: Face | None, rng: np.random.Generator,
     warp: str | None = None,
     erode: float | None = None,
     sigma: float | None = None,
@@ -222,9 +220,7 @@ def _lasso(
 
 
 def region_swap(
-    target: Face,
-    donor: Face | None,
-    rng: np.random.Generator,
+    target: Face, donor: Face | None, rng: np.random.Generator,
     region: str | None = None,
     margin: float | None = None,
     jitter: float | None = None,
