@@ -41,18 +41,18 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_profile, seed_everything
+from dfattn.config import figures_dir, profile_from_env, seed_everything
 from dfattn.data import blending, manipulations, targets
 from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs
 from dfattn.data.faces import LANDMARK_GROUPS
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.plotting import save_figure, save_table, show
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 rng = seed_everything(seed)
 SIZE = 256  # faces are synthesised at 256 px, the size of LAA-Net's face crops
-print(f"profile {PROFILE.name}: images {PROFILE.image_size} px, heatmap {PROFILE.heatmap_size} px")
+print(f"profile {PROFILE.name}: images {PROFILE.train.image_size} px, heatmap {PROFILE.heatmap_size} px")
 
 
 def save(fig, name):
@@ -298,7 +298,7 @@ save(fig, "01_bi")
 # %% tags=["hide-input"]
 from dfattn.data.datasets import collate_pairs
 
-pairs = PseudoFakePairs(SyntheticFaces(4, SIZE, seed=seed), PROFILE.image_size, seed=seed)
+pairs = PseudoFakePairs(SyntheticFaces(4, SIZE, seed=seed), PROFILE.train.image_size, seed=seed)
 batch = collate_pairs([pairs[i] for i in range(4)])
 fig, axes = plt.subplots(2, 8, figsize=(14, 3.8))
 for k in range(8):
@@ -400,7 +400,7 @@ save(fig, "01_degradations")
 import cv2
 
 cv2.setNumThreads(1)
-n = {"smoke": 8, "cpu": 100, "gpu": 200}[PROFILE.name]
+n = PROFILE.demo.synthesis_faces
 bench_faces = SyntheticFaces(n, SIZE, seed=seed + 3)
 
 
@@ -413,7 +413,7 @@ def rate(fn, count):
 
 pre = [bench_faces[i] for i in range(n)]
 bench_index = blending.NearestLandmarkIndex.from_faces(bench_faces)
-train_items = PseudoFakePairs(bench_faces, PROFILE.image_size, seed=seed)
+train_items = PseudoFakePairs(bench_faces, PROFILE.train.image_size, seed=seed)
 rows = {
     "render a synthetic face": rate(lambda i: bench_faces[i], n),
     "SBI pair + LAA-Net targets": rate(
@@ -431,7 +431,7 @@ rows = {
 }
 throughput = pd.DataFrame(
     {"per second (1 core)": rows.values(), "ms each": [1000 / v for v in rows.values()]},
-    index=pd.Index(rows.keys(), name=f"{SIZE} px faces, {PROFILE.image_size} px items"),
+    index=pd.Index(rows.keys(), name=f"{SIZE} px faces, {PROFILE.train.image_size} px items"),
 ).round(1)
 save_table(throughput, "01_throughput", FIG)
 glue("tbl-01-throughput", throughput, display=False)

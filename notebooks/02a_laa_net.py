@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_device, get_profile, seed_everything
+from dfattn.config import figures_dir, get_device, profile_from_env, seed_everything
 from dfattn.data.datasets import PseudoFakePairs, collate_pairs
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.models.laanet import (
@@ -56,13 +56,13 @@ from dfattn.models.laanet import (
 from dfattn.models.flops import count_flops, count_parameters
 from dfattn.plotting import save_figure, save_table, show
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 DEVICE = get_device()
 seed_everything(seed)
-S = PROFILE.image_size
-print(f"profile {PROFILE.name}: {PROFILE.backbone} at {S} px on {DEVICE}, "
-      f"ImageNet weights: {PROFILE.pretrained}")
+S = PROFILE.train.image_size
+print(f"profile {PROFILE.name}: {PROFILE.train.backbone} at {S} px on {DEVICE}, "
+      f"ImageNet weights: {PROFILE.train.pretrained}")
 
 
 def save(fig, name):
@@ -127,7 +127,7 @@ save(fig, "02a_targets")
 # the backbone maps).
 
 # %%
-config = LAANetConfig(backbone=PROFILE.backbone, pretrained=PROFILE.pretrained)
+config = LAANetConfig(backbone=PROFILE.train.backbone, pretrained=PROFILE.train.pretrained)
 model = LAANet(config).to(DEVICE).to(memory_format=torch.channels_last)
 config
 
@@ -210,7 +210,7 @@ pd.DataFrame({
 
 # %%
 untrained = copy.deepcopy(model).eval()
-steps = {"smoke": 2, "cpu": 60, "gpu": 150}[PROFILE.name]
+steps = PROFILE.demo.laanet_overfit_steps
 weights = LAANetLossWeights()  # official SBI config: heatmap 100, consistency 100, cls 1
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 history = []

@@ -52,7 +52,6 @@ profile = None  # smoke | cpu | gpu; None: $DFATTN_PROFILE, else auto
 seed = 0
 
 # %%
-import itertools
 import time
 
 import matplotlib.pyplot as plt
@@ -62,20 +61,21 @@ import torch
 import torch.nn.functional as F
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_device, get_profile, seed_everything
+from dfattn.config import figures_dir, get_device, profile_from_env, seed_everything
 from dfattn.data.datasets import PseudoFakePairs, collate_pairs
 from dfattn.data.synthetic import SyntheticFaces
+from dfattn.diversity import train_tiny
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
 from dfattn.models.flops import count_flops, count_parameters
-from dfattn.plotting import save_figure, save_table, show
+from dfattn.plotting import save_figure, save_table, show, show_heat
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 DEVICE = get_device()
 seed_everything(seed)
-SIZE = PROFILE.image_size
-print(f"profile {PROFILE.name}: {PROFILE.backbone} at {SIZE} px on {DEVICE}")
+SIZE = PROFILE.train.image_size
+print(f"profile {PROFILE.name}: {PROFILE.train.backbone} at {SIZE} px on {DEVICE}")
 
 
 def save(fig, name):
@@ -87,14 +87,6 @@ def to_image(x):
     return x.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
 
 
-def overlay(ax, image, heat, title=None):
-    """An image with a heat map on top (heat up-sampled to the image)."""
-    heat = F.interpolate(heat[None, None].float().cpu(), size=image.shape[-2:], mode="bilinear",
-                         align_corners=True)[0, 0]
-    show(ax, to_image(image), title)
-    ax.imshow(heat / (heat.max() + 1e-8), cmap="inferno", alpha=0.55, vmin=0, vmax=1)
-
-
 # %% [markdown]
 # ## Data: pseudo-fakes
 #
@@ -103,8 +95,8 @@ def overlay(ax, image, heat, title=None):
 # training pool and a held-out batch of other identities:
 
 # %%
-n_train = min(48, PROFILE.n_train_faces)
-n_test = min(8, PROFILE.n_test_faces)
+n_train = min(48, PROFILE.train.n_train)
+n_test = min(8, PROFILE.train.n_test)
 train_pairs = PseudoFakePairs(SyntheticFaces(n_train, 160, seed=seed), SIZE, train=True, seed=seed)
 test_pairs = PseudoFakePairs(SyntheticFaces(n_test, 160, seed=seed, first_identity=10_000), SIZE,
                              train=False, seed=seed)
@@ -140,7 +132,7 @@ def tap_shapes(config: MATConfig, size: int) -> dict[str, tuple]:
 
 
 shapes = pd.DataFrame({
-    f"{PROFILE.backbone}, {SIZE} px": tap_shapes(MATConfig(backbone=PROFILE.backbone), SIZE),
+    f"{PROFILE.train.backbone}, {SIZE} px": tap_shapes(MATConfig(backbone=PROFILE.train.backbone), SIZE),
     "efficientnet_b4, 380 px": tap_shapes(MATConfig(backbone="efficientnet_b4"), 380),
     "B4 380 px, official": tap_shapes(MATConfig.official(backbone="efficientnet_b4"), 380),
 })
@@ -168,7 +160,7 @@ shapes
 
 # %%
 torch.manual_seed(seed)
-model = create_mat(backbone=PROFILE.backbone, pretrained=PROFILE.pretrained).eval()
+model = create_mat(backbone=PROFILE.train.backbone, pretrained=PROFILE.train.pretrained).eval()
 pair = held_out["image"][:2]  # a real face and its self-blended fake
 with torch.no_grad():
     f_t, f_a, f_g = model.taps(pair)
@@ -272,53 +264,20 @@ print(f"A {tuple(attention.shape)}, P {tuple(P.shape)} with |P_k| = "
 #   averaged the same way.
 
 # %%
-STEPS = {"smoke": 3, "cpu": 60, "gpu": 300}[PROFILE.name]
-BATCH = 8 if PROFILE.name == "smoke" else 16
+STEPS, BATCH = PROFILE.demo.ril_steps, PROFILE.demo.ril_batch
 EVAL_EVERY = max(1, STEPS // 6)
 
 
-def map_overlap(attention):
-    """Mean histogram intersection over pairs of maps (each normalised to sum 1) and images."""
-    p = attention.flatten(2)
-    p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)  # (B, M, h w)
-    pairs = list(itertools.combinations(range(p.shape[1]), 2))
-    return float(torch.stack([torch.minimum(p[:, j], p[:, k]).sum(-1) for j, k in pairs]).mean())
-
-
-def feature_similarity(semantic):
-    """Mean cosine between the (unit) semantic features of two heads of one image."""
-    pairs = list(itertools.combinations(range(semantic.shape[1]), 2))
-    return float(torch.stack([(semantic[:, j] * semantic[:, k]).sum(-1) for j, k in pairs]).mean())
-
-
-def train_tiny(variant: str, with_ril: bool):
-    """A small MAT trained for STEPS Adam steps on the pseudo-fake pool; returns (model, history)."""
-    torch.manual_seed(seed)
-    weight = MATConfig.official().ril_weight if variant == "official" else MATConfig().ril_weight
-    net = create_mat(variant, backbone=PROFILE.backbone, pretrained=PROFILE.pretrained,
-                     ril_weight=weight if with_ril else 0.0, agda_weight=0.0, pretrain_epochs=0)
-    net = net.to(DEVICE)
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-6)
-    order = torch.Generator().manual_seed(seed)
-    x_test, y_test = held_out["image"].to(DEVICE), held_out["label"].to(DEVICE)
-    history = []
-    for step in range(1, STEPS + 1):
-        idx = torch.randperm(len(pool["image"]), generator=order)[:BATCH]
-        losses, _ = net.train().training_step(pool["image"][idx].to(DEVICE), pool["label"][idx].to(DEVICE))
-        optimiser.zero_grad()
-        losses.total.backward()
-        optimiser.step()
-        if step % EVAL_EVERY == 0 or step == STEPS:
-            with torch.no_grad():
-                out = net.eval()(x_test)
-            history.append({"step": step, "ce": losses.as_dict()["ce"], "ril": losses.as_dict()["ril"],
-                            "map overlap": map_overlap(out.attention),
-                            "feature similarity": feature_similarity(out.semantic)})
-    return net, pd.DataFrame(history)
+def run(variant: str, with_ril: bool):
+    """One small MAT run: `dfattn.diversity.train_tiny` (both measures are in `dfattn.diversity`;
+    Adam at lr 1e-3, no AGDA, the same initialisation and batches for every model)."""
+    return train_tiny(variant, with_ril, pool["image"], pool["label"], held_out["image"], steps=STEPS,
+                      batch=BATCH, seed=seed, backbone=PROFILE.train.backbone,
+                      pretrained=PROFILE.train.pretrained, device=DEVICE, eval_every=EVAL_EVERY)
 
 
 start = time.perf_counter()
-runs = {(variant, ril): train_tiny(variant, ril) for variant in ("paper", "official") for ril in (False, True)}
+runs = {(variant, ril): run(variant, ril) for variant in ("paper", "official") for ril in (False, True)}
 print(f"4 models x {STEPS} steps, batch {BATCH}, {SIZE} px: {time.perf_counter() - start:.0f} s")
 summary = pd.DataFrame({
     f"{variant}, {'with' if ril else 'without'} RIL": history.iloc[-1][["ce", "map overlap", "feature similarity"]]
@@ -392,7 +351,7 @@ for r, (variant, i) in enumerate(rows):
     kind = "fake" if held_out["label"][i] else "real"
     show(axes[r, 0], to_image(image), f"{variant}: {kind}")
     for k in range(m):
-        overlay(axes[r, k + 1], image, maps[k], f"A_{k + 1}")
+        show_heat(axes[r, k + 1], image, maps[k], f"A_{k + 1}")
 save(fig, "02b_attention_maps")
 
 # %% [markdown]
@@ -466,7 +425,7 @@ save(fig, "02b_agda")
 # parameters are active at each epoch. The moving-average rate $\alpha$ restarts with the MAT stage.
 
 # %%
-official = on_meta(MATConfig.official(backbone=PROFILE.backbone))
+official = on_meta(MATConfig.official(backbone=PROFILE.train.backbone))
 pd.DataFrame([
     {"epoch": e, "stage": s.name, "epoch in stage": s.epoch, **s.loss_weights,
      "trained": ", ".join(s.modules),

@@ -55,20 +55,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_profile, runs_dir
+from dfattn.config import figures_dir, profile_from_env, runs_dir
 from dfattn.models.flops import count_parameters
 from dfattn.plotting import save_figure, save_table
 from dfattn.train import PROFILE_RECIPES, RECIPES, TrainConfig, train
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE)
-print(f"profile {PROFILE.name}: {PROFILE.backbone} at {PROFILE.image_size} px, "
-      f"{PROFILE.n_train_faces} training faces, {PROFILE.epochs} epochs")
+print(f"profile {PROFILE.name}: {PROFILE.train.backbone} at {PROFILE.train.image_size} px, "
+      f"{PROFILE.train.n_train} training faces, {PROFILE.train.epochs} epochs")
 
 
 def config(model: str, **overrides) -> TrainConfig:
-    return TrainConfig(model=model, profile=PROFILE.name, data=data, epochs=epochs, seed=seed,
+    return TrainConfig(model=model, profile=PROFILE, data=data, epochs=epochs, seed=seed,
                        progress=False, **overrides).resolved()
 
 

@@ -45,23 +45,19 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_profile, repo_root, runs_dir
+from dfattn.config import figures_dir, profile_from_env, repo_root, runs_dir
 from dfattn.data.datasets import HeldOutFamilies
-from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames, plot_roc
 from dfattn.explain import attribution_maps
-from dfattn.plotting import save_figure, save_table, show, update_readme_table
-from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
-from dfattn.train import TrainConfig, train
+from dfattn.plotting import save_figure, save_table, show, show_heat, update_readme_table
+from dfattn.protocol import chapter_runs, cross_manipulation, cross_manipulation_table, quality, quality_table
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE)
-configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed, progress=False).resolved() for m in models}
-detectors = {m: train(c, RUNS / m)[0] for m, c in configs.items()}  # train-or-load: chapter 3's runs
+configs, detectors, test_faces = chapter_runs(models, PROFILE, RUNS, data, seed)  # train-or-load: chapter 3's runs
 c0 = configs[models[0]]
 SIZE = c0.image_size
-test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed)["test"]
 KW = dict(flip_tta=flip_tta, batch_size=64, progress=False, channels_last=c0.channels_last)
 print(f"profile {PROFILE.name}: {len(test_faces)} test people at {SIZE} px; models {models}")
 
@@ -207,8 +203,7 @@ for row, (what, k) in zip(axes, picks.items()):
     row[0].title.set_fontsize(7)
     for ax, m in zip(row[1:3], ("laanet", "mat")):
         if m in heat:
-            show(ax, item["image"], f"{m} map")
-            ax.imshow(heat[m] / (heat[m].max() + 1e-8), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+            show_heat(ax, item["image"], heat[m], f"{m} map")
         else:
             ax.set_axis_off()
     show(row[3], item["mask"][0], "ground-truth mask", cmap="gray", vmin=0, vmax=1)

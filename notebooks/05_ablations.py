@@ -28,7 +28,8 @@
 #   enhancement (the shallow features pooled as they are); without the regional independence loss;
 #   without AGDA.
 #
-# The grid lives in `dfattn.ablations.ABLATIONS`; its budget per profile in `dfattn.ablations.BUDGETS`.
+# The grid lives in `dfattn.ablations.ABLATIONS`; its budget per profile in the profile's `ablation`
+# scale (`dfattn.config.PROFILES`).
 # On CPU each run is smaller than chapter 3's (64 px, fewer faces and epochs) so that the whole grid
 # fits the profile's time: read the numbers as comparisons between rows under one budget, not as
 # the models' best. The cpu budget trains every row on one seed and the two reference rows on three
@@ -46,14 +47,14 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from dfattn.ablations import ABLATIONS, BUDGETS, as_text, run_ablations, summarise
-from dfattn.config import figures_dir, get_profile, repo_root, runs_dir
+from dfattn.ablations import ABLATIONS, as_text, run_ablations, summarise
+from dfattn.config import figures_dir, profile_from_env, repo_root, runs_dir
 from dfattn.plotting import save_figure, save_table, update_readme_table
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE) / "ablations"
-BUDGET = BUDGETS[PROFILE.name]
+BUDGET = PROFILE.ablation
 grid = [a for a in ABLATIONS if rows is None or a.name in rows]
 print(f"profile {PROFILE.name}: {len(grid)} ablations on seeds {BUDGET.seeds} (reference rows also on "
       f"{BUDGET.reference_seeds}), {BUDGET.image_size} px, {BUDGET.n_train} training faces, {BUDGET.epochs} epochs")
@@ -64,7 +65,7 @@ print(f"profile {PROFILE.name}: {len(grid)} ablations on seeds {BUDGET.seeds} (r
 # Train-or-load, as in chapter 3: a finished run is read back.
 
 # %%
-results = run_ablations(grid, PROFILE.name, RUNS, BUDGET, data, flip_tta=True, progress=False)
+results = run_ablations(grid, PROFILE, RUNS, data, flip_tta=True, progress=False)
 results.to_csv(FIG / "05_ablations_runs.csv", index=False)
 summary = summarise(results)
 table = as_text(summary)

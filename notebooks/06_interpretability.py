@@ -44,21 +44,18 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from dfattn.config import figures_dir, get_profile, runs_dir
+from dfattn.config import figures_dir, profile_from_env, runs_dir
 from dfattn.data.datasets import HeldOutFamilies
-from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.explain import METHODS, attribution_maps, localisation_scores
 from dfattn.plotting import save_figure, save_table, show
-from dfattn.train import TrainConfig, train
+from dfattn.protocol import chapter_runs
 
-PROFILE = get_profile(profile)
+PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 FIG = figures_dir(PROFILE)
 RUNS = runs_dir(PROFILE)
-configs = {m: TrainConfig(model=m, profile=PROFILE.name, data=data, seed=seed, progress=False).resolved() for m in models}
-detectors = {m: train(c, RUNS / m)[0] for m, c in configs.items()}  # chapter 3's runs
+configs, detectors, test_faces = chapter_runs(models, PROFILE, RUNS, data, seed)  # chapter 3's runs
 c0 = configs[models[0]]
-per_family = per_family or {"smoke": 2, "cpu": 12, "gpu": 50}[PROFILE.name]
-test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed)["test"]
+per_family = per_family or PROFILE.demo.faces_per_family
 bench = HeldOutFamilies(test_faces, c0.image_size, seed=seed)
 fakes = [i for i in range(len(bench)) if bench.kind(i) != "real"]
 chosen = [i for f in bench.families for i in [j for j in fakes if bench.kind(j) == f][:per_family]]
