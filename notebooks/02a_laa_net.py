@@ -144,7 +144,7 @@ config
 model.eval()
 k = FAKES[0]
 with torch.no_grad():
-    stages = model.backbone((batch["image"][k:k + 1] - model.mean) / model.std)
+    stages = model.backbone(batch["image"][k:k + 1])  # the backbone normalises its input
 names = ["stage"] * (len(stages) - 1) + ["head conv" if model.backbone.head is not None else "stage"]
 fig, axes = plt.subplots(1, len(stages) + 1, figsize=(2.6 * (len(stages) + 1), 2.9))
 show(axes[0], batch["image"][k], "pseudo-fake (input)")

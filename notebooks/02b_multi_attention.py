@@ -65,7 +65,7 @@ from dfattn.config import figures_dir, get_device, profile_from_env, seed_everyt
 from dfattn.data.datasets import PseudoFakePairs, collate_pairs
 from dfattn.data.synthetic import SyntheticFaces
 from dfattn.diversity import train_tiny
-from dfattn.models.agda import AGDAConfig, attention_guided_augmentation, degrade
+from dfattn.models.agda import AGDAConfig, agda_degrade, attention_guided_augmentation
 from dfattn.models.mat import MAT, MATConfig, bilinear_attention_pooling, create_mat
 from dfattn.models.flops import count_flops, count_parameters
 from dfattn.plotting import save_figure, save_table, show, show_heat
@@ -389,7 +389,7 @@ with torch.no_grad():
 paper_aug = attention_guided_augmentation(images, maps, AGDAConfig(), torch.Generator(DEVICE).manual_seed(seed))
 official_aug = attention_guided_augmentation(images, maps, AGDAConfig.official(),
                                              torch.Generator(DEVICE).manual_seed(seed))
-degraded = degrade(images, AGDAConfig())
+degraded = agda_degrade(images, AGDAConfig())
 unchanged = (paper_aug.weight == 0).expand_as(images)
 print(f"heads chosen (paper): {paper_aug.head.tolist()}; pixels where A* = 0: "
       f"{unchanged.float().mean():.0%}, all equal there: {torch.equal(paper_aug.image[unchanged], images[unchanged])}")
@@ -429,7 +429,7 @@ official = on_meta(MATConfig.official(backbone=PROFILE.train.backbone))
 pd.DataFrame([
     {"epoch": e, "stage": s.name, "epoch in stage": s.epoch, **s.loss_weights,
      "trained": ", ".join(s.modules),
-     "parameters (M)": round(sum(p.numel() for p in official.trainable_parameters(e)) / 1e6, 2)}
+     "parameters (M)": round(sum(p.numel() for n in official.trainable(e) for p in getattr(official, n).parameters()) / 1e6, 2)}
     for e in (0, 19, 20, 21) for s in [official.stage(e)]
 ]).set_index("epoch")
 
@@ -508,4 +508,4 @@ table
 # What the trainer of {doc}`03_train` does with it: it calls `model.set_epoch(e)` at the start of
 # every epoch and steps on `model.loss(batch)`, the total of `training_step`. The parameters of an
 # inactive stage get no gradient, so one optimiser over all parameters serves both stages
-# (`model.trainable_parameters(e)` lists the active ones).
+# (`model.trainable(e)` names the active parts; the trainer trains only those).
