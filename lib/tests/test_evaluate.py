@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.special import expit
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dfattn.data.datasets import PseudoFakePairs
 from dfattn.data.labelled import LabelledFolder

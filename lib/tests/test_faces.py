@@ -21,7 +21,7 @@ from dfattn.data.folder import (
     plausible_landmarks,
     read_image,
 )
-from dfattn.data.synthetic import SyntheticFaces, mean_shape, render_face
+from dfattn.data.synthetic import IdentityParams, SyntheticFaces, landmarks_3d, render_face
 
 REAL_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_faces"
 
@@ -89,8 +89,8 @@ def test_render_face_from_seed_or_generator():
     assert set(a.meta) == {"identity_params", "view_params"}
 
 
-def test_mean_shape_is_mirror_symmetric_in_the_ibug_layout():
-    m = mean_shape()
+def test_the_neutral_template_is_mirror_symmetric_in_the_ibug_layout():
+    m = landmarks_3d(IdentityParams())[:, :2]  # every parameter at its default
     mirrored = m[FLIP_PERMUTATION] * np.array([-1.0, 1.0])
     np.testing.assert_allclose(mirrored, m, atol=1e-9)
     # image-left points have negative x: jaw start, right brow, right eye, left mouth corner

@@ -18,7 +18,7 @@ Types (a)-(c) use points 0-67 only, so the forehead matters for type (d) alone (
 hairline. No offline model ships those, so :func:`forehead_points` synthesises 13 points from the
 68: an elliptic arc from temple (point 0) to temple (point 16) over the brows, ``height`` times the
 eye-line-to-chin distance above the eye line. Like SBI's reordered 81-point layout they run from
-image left to image right, so a horizontal flip reverses them (see :func:`flip_with_forehead`).
+image left to image right, so a horizontal flip mirrors and reverses them.
 
 All masks are drawn with ``cv2.fillConvexPoly`` at sub-pixel precision (4 fraction bits), at the
 image size, as uint8 ``{0, 1}`` or float32 ``{0., 1.}``.
@@ -40,7 +40,6 @@ from dfattn.data.faces import (
     NOSE_BOTTOM,
     RIGHT_BROW,
     RIGHT_EYE,
-    flip_landmarks,
 )
 from dfattn.data.geometry import REGIONS, draw_hulls
 
@@ -49,7 +48,6 @@ __all__ = [
     "N_FOREHEAD",
     "MaskType",
     "extend_brows",
-    "flip_with_forehead",
     "forehead_points",
     "hull_mask",
     "hull_pieces",
@@ -123,15 +121,6 @@ def with_forehead(landmarks: np.ndarray) -> np.ndarray:
     """``(81, 2)``: the 68 points followed by the 13 synthetic forehead points."""
     lm = _check_landmarks(landmarks)[:68]
     return np.concatenate([lm, forehead_points(lm)])
-
-
-def flip_with_forehead(landmarks81: np.ndarray, width: int) -> np.ndarray:
-    """Horizontal flip of 81 points: the 68 by :func:`~dfattn.data.faces.flip_landmarks`, the
-    forehead points mirrored and reversed (they run left to right)."""
-    lm = _check_landmarks(landmarks81, 68 + N_FOREHEAD)
-    forehead = lm[68:][::-1].copy()
-    forehead[:, 0] = (width - 1) - forehead[:, 0]
-    return np.concatenate([flip_landmarks(lm[:68], width), forehead])
 
 
 def extend_brows(landmarks: np.ndarray, factor: float = 0.5) -> np.ndarray:

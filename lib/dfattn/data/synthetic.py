@@ -50,7 +50,6 @@ __all__ = [
     "ViewParams",
     "SyntheticFaces",
     "landmarks_3d",
-    "mean_shape",
     "render",
     "render_face",
     "sample_identity",
@@ -384,11 +383,6 @@ def landmarks_3d(identity: IdentityParams, view: ViewParams | None = None) -> np
             _mouth(identity, v, a[4]),  # 48-67
         ]
     )
-
-
-def mean_shape() -> np.ndarray:
-    """The neutral frontal template ``(68, 2)`` in head units (all parameters at their defaults)."""
-    return landmarks_3d(IdentityParams())[:, :2].copy()
 
 
 # --------------------------------------------------------------------------------------------
