@@ -28,6 +28,7 @@ from dfattn.config import get_device
 from dfattn.data.folder import crop_face, detect_landmarks, list_images, read_image
 from dfattn.checkpoint import load_detector
 from dfattn.evaluate import fake_logit
+from dfattn.plotting import heat_overlay
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("dfattn-detect")
@@ -73,21 +74,15 @@ def _sources(inputs: Sequence[str], frames: int) -> Iterator[tuple[str, str, np.
                 yield str(item), "", None, str(err)
 
 
-def overlay(face: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """``face`` (S, S, 3) RGB with a jet-coloured ``heat`` map in [0, 1] blended over it."""
-    colour = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(face, 0.55, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), 0.45, 0)
-
-
 def _own_map(model, x: torch.Tensor) -> np.ndarray | None:
-    """The detector's own attention over the face, ``(S, S)`` in [0, 1], or ``None`` if it has none."""
+    """The detector's own attention over the face, ``(S, S)``, or ``None`` if it has none."""
     from dfattn.explain import attribution_maps
 
     try:
         heat = attribution_maps(model, x, "own")[0].cpu().numpy()
     except TypeError:  # no attention map of its own (the baseline)
         return None
-    return heat / max(float(heat.max()), 1e-6)
+    return heat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if heat is not None:
                     stem = Path(source).stem + (f"_f{frame}" if frame else "")
                     cv2.imwrite(str(out / f"{stem}_heatmap.png"),
-                                cv2.cvtColor(overlay(face, heat), cv2.COLOR_RGB2BGR))
+                                cv2.cvtColor(heat_overlay(face, heat), cv2.COLOR_RGB2BGR))
         if row["error"]:
             log.warning("%s%s: skipped (%s)", source, f" frame {frame}" if frame else "", row["error"])
         rows.append(row)
