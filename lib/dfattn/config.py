@@ -95,7 +95,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
+    "smoke": Profile(  # seconds per notebook: CI and nbval
         name="smoke",
         train=TrainScale(image_size=64, backbone="efficientnet_lite0", pretrained=False, n_train=16,
                          n_val=8, n_test=8, batch_size=8, epochs=1, num_workers=0),
@@ -103,7 +103,7 @@ PROFILES: dict[str, Profile] = {
         demo=DemoScale(synthesis_faces=8, laanet_overfit_steps=2, ril_steps=3, ril_batch=8,
                        faces_per_family=2),
     ),
-    "cpu": Profile(
+    "cpu": Profile(  # the whole book in at most 90 minutes on 2 cores
         name="cpu",
         train=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=600,
                          n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1),
@@ -113,7 +113,7 @@ PROFILES: dict[str, Profile] = {
         demo=DemoScale(synthesis_faces=100, laanet_overfit_steps=60, ril_steps=60, ril_batch=16,
                        faces_per_family=12),
     ),
-    "gpu": Profile(
+    "gpu": Profile(  # paper scale: EfficientNet-B4 at 384 px
         name="gpu",
         train=TrainScale(image_size=384, backbone="efficientnet_b4", pretrained=True, n_train=5000,
                          n_val=500, n_test=500, batch_size=16, epochs=100, num_workers=8),

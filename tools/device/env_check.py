@@ -105,8 +105,8 @@ def papermill_run() -> str:
         params,
         nbformat.v4.new_code_cell(
             "import torch, albumentations\n"
-            "from dfattn.config import get_profile\n"
-            "p = get_profile(profile)\n"
+            "from dfattn.config import profile_from_env\n"
+            "p = profile_from_env(profile)\n"
             "print('profile', p.name, 'cuda', torch.cuda.is_available(), 'albumentations', albumentations.__version__)"
         ),
     ]
