@@ -12,9 +12,13 @@ the detect, evaluate and explain tools read checkpoints only through it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +99,69 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
         rng_tensors, rng_meta = rng_state()
         tensors.update(rng_tensors)
         header["rng"] = rng_meta
+    with atomic_path(path) as tmp:  # never a half-written checkpoint
+        save_file(tensors, str(tmp), metadata={"dfattn": json.dumps(header)})
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, unique to this process and call, renamed onto ``path``
+    when the block succeeds and removed when it fails: readers see the old file or the new one,
+    never half of one, and two writers never share a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"dfattn": json.dumps(header)})
-    os.replace(tmp, path)  # never a half-written checkpoint
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``path.write_text(text)`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on an output folder (``fcntl.flock`` on ``folder/.lock``),
+    held by one run at a time; released by :meth:`release` or when the process ends (also when it
+    is killed, so a crashed run never leaves a stale lock).
+
+    Raises:
+        ValueError: another process holds the lock (the message names the folder and its pid).
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"{self.folder}: is a file, not a folder for the run's outputs")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.folder / ".lock", "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise ValueError(f"{self.folder}: another run is writing to this folder ({holder}); "
+                             f"wait for it or choose another output folder") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -150,5 +212,5 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu"
     return model.to(device).eval(), header
 
 
-__all__ = ["CHECKPOINT_FORMAT", "jsonable", "load_detector", "model_state", "read_checkpoint", "rng_state",
-           "save_checkpoint", "set_rng_state"]
+__all__ = ["CHECKPOINT_FORMAT", "FolderLock", "atomic_path", "jsonable", "load_detector", "model_state", "read_checkpoint", "rng_state",
+           "save_checkpoint", "set_rng_state", "write_text_atomic"]

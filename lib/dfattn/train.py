@@ -49,7 +49,8 @@ from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import binary_metrics, evaluate_frames, predict
 from dfattn.protocol import Materialised
-from dfattn.checkpoint import jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state
+from dfattn.checkpoint import (FolderLock, jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state,
+                               write_text_atomic)
 from dfattn.distributed import LossModule, init_distributed
 from dfattn.models.base import Detector, config_fields, create_detector, detector_class
 from dfattn.optim import SAM, frozen_bn_statistics, lr_factor
@@ -246,8 +247,15 @@ class Trainer:
         self.epoch = 0  # the next epoch to train
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        # One run at a time per folder: a second one refuses here, before it reads or writes.
+        self._lock = FolderLock(self.out_dir) if self.dist.main else None
         if (self.out_dir / "last.safetensors").exists():
-            self._resume(self.out_dir / "last.safetensors")
+            try:
+                self._resume(self.out_dir / "last.safetensors")
+            except BaseException:
+                if self._lock is not None:
+                    self._lock.release()
+                raise
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -378,10 +386,22 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> pd.DataFrame:
         """Train from the current epoch to ``config.epochs`` (or only ``stop_after`` epochs, to
         simulate an interruption); returns the per-epoch metrics."""
+        try:
+            return self._fit(stop_after)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self, stop_after: int | None) -> pd.DataFrame:
         c = self.config
+        if self.epoch >= c.epochs:  # a finished run (train-or-load): nothing is trained or written
+            if self.epoch > c.epochs and self.dist.main:
+                log.warning("%s holds %d trained epochs, more than the %d asked for: nothing to do "
+                            "(best.safetensors stays the one selected over %d epochs)",
+                            self.out_dir, self.epoch, c.epochs, self.epoch)
+            return pd.DataFrame(self.history)
         if self.dist.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(jsonable(dataclasses.asdict(c)), indent=2))
+            write_text_atomic(self.out_dir / "config.json", json.dumps(jsonable(dataclasses.asdict(c)), indent=2))
         done = 0
         while self.epoch < c.epochs and (stop_after is None or done < stop_after):
             epoch = self.epoch
@@ -401,7 +421,7 @@ class Trainer:
                                 {"train_config": jsonable(dataclasses.asdict(c)), "epoch": epoch,
                                  "history": self.history, "best": self.best},
                                 self.optimizer, self.scheduler, rng=True)
-                pd.DataFrame(self.history).to_csv(self.out_dir / "metrics.csv", index=False)
+                write_text_atomic(self.out_dir / "metrics.csv", pd.DataFrame(self.history).to_csv(index=False))
                 log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()
                                                      if isinstance(v, float)})
             else:

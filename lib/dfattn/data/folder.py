@@ -78,15 +78,26 @@ Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
-    """Image files under ``root`` (recursively), sorted by relative path (hidden files skipped)."""
+    """Image files under ``root`` (recursively), sorted by relative path (hidden files skipped).
+
+    Symbolically linked sub-folders are followed; a folder reached again (a link loop, or two links
+    to one folder) is visited once.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder of images")
-    found = [
-        p for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -101,7 +112,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise ValueError(f"{path}: cannot read image file ({err})") from err
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as err:  # e.g. more pixels than OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS)
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot decode image ({reason})") from err
     if image is None:
         raise ValueError(f"{path}: not a readable image (empty, truncated or unknown format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
