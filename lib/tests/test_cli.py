@@ -80,7 +80,7 @@ def test_real_photos_train_and_evaluate_end_to_end(tmp_path):
     assert header["train_config"]["data"] == data
     out = tmp_path / "results"
     assert evaluate_cli.main([str(run / "best.safetensors"), "--out", str(out)]) == 0
-    frames = pd.read_csv(out / "baseline_real" / "frames.csv")
+    frames = pd.read_csv(out / "baseline_baseline_real" / "frames.csv")  # label "baseline (baseline_real)"
     reals = frames[frames["kind"] == "real"]
     assert len(reals) == 4 and (frames["kind"] == "sbi").sum() == 4
     assert frames["prob"].between(0, 1).all()

@@ -10,15 +10,24 @@ Data (``--data``):
 - ``preprocessed:PATH``: the test split of a ``dfattn-preprocess`` output (frame and video level,
   32 frames per video by default).
 
-Writes ``OUT/<run>/frames.csv`` and the tables ``OUT/*.csv`` / ``OUT/*.md``; prints the main one::
+Each run is labelled by the detector its header names and, where that differs, its folder
+(``mat (runs_b)``); two runs that would share a label get ``#2``, ``#3``. Writes
+``OUT/<label>/frames.csv`` and the tables ``OUT/*.csv`` / ``OUT/*.md``; prints the main one::
 
     dfattn-evaluate runs/laanet/best.safetensors runs/mat/best.safetensors --out results --quality
+
+A reused ``--out`` first loses the files an earlier dfattn-evaluate wrote there (listed in
+``OUT/.dfattn-evaluate.json``), so no stale table stands beside the new ones. A checkpoint that
+cannot be read is named and skipped: the others' tables are still written, and the exit code is 1.
+Unreadable images of a ``labelled:`` folder are skipped and counted (column ``skipped``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,13 +35,12 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from dfattn.config import get_device
+from dfattn.cli.common import device, load_for_use, output_folder, positive_int, run_tool
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames
 from dfattn.plotting import save_table
 from dfattn.protocol import (FrameItems, cross_manipulation, cross_manipulation_table, labelled_frames,
                              quality, quality_table)
-from dfattn.checkpoint import load_detector
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,79 +52,137 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the tables")
     p.add_argument("--quality", action="store_true", help="also the degradation benchmark (built-in data)")
     p.add_argument("--flip-tta", action="store_true", help="average each image's logit with its flip's")
-    p.add_argument("--n-test", type=int, default=None, help="test faces (default: the run's)")
-    p.add_argument("--frames", type=int, default=32, help="preprocessed: frames per test video (32)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-test", type=positive_int, default=None, help="test faces (default: the run's)")
+    p.add_argument("--frames", type=positive_int, default=32, help="preprocessed: frames per test video (32)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
     return p
 
 
-def _name(path: Path) -> str:
+MANIFEST = ".dfattn-evaluate.json"
+
+
+def _folder(path: Path) -> str:
     return path.parent.name if path.name in ("best.safetensors", "last.safetensors") else path.stem
 
 
-def evaluate_run(checkpoint: Path, data: str | None, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    device = get_device(args.device)
-    model, header = load_detector(checkpoint, device)
+def _label(detector: str, checkpoint: Path, taken: set[str]) -> str:
+    """The run's label: the header's detector, with the folder where that says more, unique."""
+    folder = _folder(checkpoint)
+    label = detector if folder == detector else f"{detector} ({folder})"
+    base, k = label, 2
+    while label in taken:
+        label, k = f"{base} #{k}", k + 1
+    taken.add(label)
+    return label
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
+
+
+def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, out: Path,
+                 args: argparse.Namespace, written: list[str]) -> dict[str, Any]:
+    """The result rows of one run (``{table: Series}``); its frame tables go to ``OUT/<label>/``."""
     cfg = header["train_config"]
     size, seed = cfg["image_size"], cfg["seed"]
     data = data or cfg["data"]
+    dev = next(model.parameters()).device
     kw = dict(batch_size=args.batch_size, flip_tta=args.flip_tta, progress=True,
-              amp=torch.bfloat16 if device.type == "cuda" else None, channels_last=cfg["channels_last"])
-    run_dir = out / _name(checkpoint)
+              amp=torch.bfloat16 if dev.type == "cuda" else None, channels_last=cfg.get("channels_last", False))
+    run_dir = out / _slug(label)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+    def save(table: pd.DataFrame, name: str) -> None:
+        table.to_csv(run_dir / name, index=False)
+        written.append(str((run_dir / name).relative_to(out)))
+
     kind, _, path = data.partition(":")
     result: dict[str, Any] = {}
     if kind in ("synthetic", "folder"):
         sizes = SplitSizes(cfg["n_train"], cfg["n_val"], args.n_test or cfg["n_test"])
         faces = face_splits(data, sizes, cfg["face_size"], seed)["test"]
-        models = {_name(checkpoint): model}
+        models = {label: model}
         frames = cross_manipulation(models, faces, size, seed, **kw)
-        frames.to_csv(run_dir / "frames.csv", index=False)
+        save(frames, "frames.csv")
         result["cross"] = cross_manipulation_table(frames).iloc[0]
         if args.quality:
             qframes = quality(models, faces, size, seed, **kw)
-            qframes.to_csv(run_dir / "quality_frames.csv", index=False)
+            save(qframes, "quality_frames.csv")
             result["quality"] = quality_table(qframes).iloc[:, 0]
     elif kind in ("labelled", "preprocessed"):
         if kind == "labelled":
             from dfattn.data.labelled import LabelledFolder
 
-            items = LabelledFolder(path, size)
+            items = LabelledFolder(path, size, skip_bad=True)
         else:
             from dfattn.data.preprocessed import PreprocessedFrames
 
             items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
         frames, videos = labelled_frames(model, items, **kw)
-        frames.to_csv(run_dir / "frames.csv", index=False)
-        result["frame"] = evaluate_frames(frames).loc["all"]
+        save(frames, "frames.csv")
+        skipped = len(getattr(items, "skipped", ()))
+        result["frame"] = pd.concat([evaluate_frames(frames).loc["all"], pd.Series({"skipped": skipped})])
         if videos is not None:
-            videos.to_csv(run_dir / "videos.csv", index=False)
+            save(videos, "videos.csv")
             result["video"] = evaluate_frames(videos).loc["all"]
     else:
         raise ValueError(f"unknown --data {data!r}: synthetic, folder:PATH, labelled:PATH or preprocessed:PATH")
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _clear_earlier(out: Path) -> None:
+    """Remove what an earlier dfattn-evaluate wrote into ``out`` (its manifest lists it)."""
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        earlier = json.loads(manifest.read_text())
+    except json.JSONDecodeError:
+        earlier = []
+    for name in earlier if isinstance(earlier, list) else []:
+        target = (out / str(name)).resolve()
+        if out.resolve() in target.parents and target.is_file():
+            target.unlink()
+    manifest.unlink()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    dev = device(args.device)
+    out = output_folder(args.out)
+    _clear_earlier(out)
     tables: dict[str, dict[str, Any]] = {}
+    written: list[str] = []
+    taken: set[str] = set()
+    failed = []
     for checkpoint in map(Path, args.checkpoints):
         try:
-            for key, row in evaluate_run(checkpoint, args.data, out, args).items():
-                tables.setdefault(key, {})[_name(checkpoint)] = row
-        except (ValueError, FileNotFoundError) as err:
-            print(f"dfattn-evaluate: {err}", file=sys.stderr)
-            return 1
+            model, header, _ = load_for_use(checkpoint, dev)
+            label = _label(header["detector"]["name"], checkpoint, taken)
+            for key, row in evaluate_run(model, header, label, args.data, out, args, written).items():
+                tables.setdefault(key, {})[label] = row
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            message = f"{checkpoint}: missing {err} in the header" if isinstance(err, KeyError) else str(err)
+            print(f"dfattn-evaluate: {message}; skipped", file=sys.stderr)
+            failed.append(str(checkpoint))
     for key, rows in tables.items():
         table = pd.DataFrame(rows).T if key != "quality" else pd.DataFrame(rows)
         save_table(table, key, out, floatfmt=".3f")
+        written += [f"{key}.csv", f"{key}.md"]
         print(f"\n{key} ({'AUC' if key in ('cross', 'quality') else 'all metrics'}):")
         print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    (out / MANIFEST).write_text(json.dumps(written, indent=1))
+    if failed:
+        print(f"dfattn-evaluate: {len(failed)} of {len(args.checkpoints)} checkpoints could not be evaluated: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    return run_tool("dfattn-evaluate", lambda: _evaluate(args))
 
 
 if __name__ == "__main__":

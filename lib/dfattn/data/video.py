@@ -143,13 +143,18 @@ def sample_frames(path: str | os.PathLike, n: int, mode: str = "linspace"
     """``n`` frames sampled from a video (:func:`sample_frame_indices`): ``(indices, frames)``.
 
     If the container's frame count is too high (the stream ends early) the frames are sampled
-    again from the true count, so the result always spans the whole video.
+    again from the true count, so the result always spans the whole video; if fewer than half of
+    the frames the container announces decode, the video is damaged and a ``ValueError`` says so.
     """
-    indices = sample_frame_indices(frame_count(path), n, mode)
+    claimed = frame_count(path)
+    indices = sample_frame_indices(claimed, n, mode)
     try:
         return indices, read_frames(path, indices)
     except ShortVideoError as err:
         if err.n_frames == 0:
             raise ValueError(f"{path}: video has no frames") from err
+        if err.n_frames < claimed / 2:  # not a header off by a few frames: a damaged stream
+            raise ValueError(f"{path}: only {err.n_frames} of its {claimed} frames decode "
+                             f"(a damaged or truncated video)") from err
         indices = sample_frame_indices(err.n_frames, n, mode)
         return indices, read_frames(path, indices)
