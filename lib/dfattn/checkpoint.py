@@ -167,6 +167,10 @@ class FolderLock:
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """``(tensors, header)`` of a checkpoint (safetensors: no pickle is involved)."""
     path = Path(path)
+    if path.is_dir():
+        hint = ("give best.safetensors inside it" if (path / "best.safetensors").exists()
+                else "give a .safetensors file, e.g. a run folder's best.safetensors")
+        raise ValueError(f"{path}: a folder, not a checkpoint file ({hint})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
@@ -177,7 +181,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[st
         raise ValueError(f"{path}: not a readable safetensors checkpoint ({err})") from err
     if "dfattn" not in meta:
         raise ValueError(f"{path}: a safetensors file without a dfattn header (not written by dfattn)")
-    header = json.loads(meta["dfattn"])
+    try:
+        header = json.loads(meta["dfattn"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: the checkpoint's dfattn header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the checkpoint's dfattn header is not a JSON object")
     if header.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     return tensors, header
@@ -195,7 +204,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise ValueError(f"{path}: the checkpoint holds a custom model, not a registered detector")
     try:
         model = detector_from_spec(header["detector"], pretrained=False)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:  # unknown model or backbone, bad fields
         raise ValueError(f"{path}: the header's detector cannot be built: {err}") from err
     state, expected = model_state(tensors), model.state_dict()
     missing = sorted(set(expected) - set(state))

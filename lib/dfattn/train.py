@@ -85,6 +85,9 @@ PROFILE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+MIN_IMAGE_SIZE = 32  # the smallest input the backbones take (their deepest stage is 1/32 of it)
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on. ``None`` fields come from the profile or the model's recipe."""
@@ -161,6 +164,24 @@ class TrainConfig:
             raise ValueError(f"select_on must be 'val_auc' or 'family_auc', got {self.select_on!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        for name in ("epochs", "n_train", "n_val", "n_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size < MIN_IMAGE_SIZE:  # the backbones downsample 32x
+            raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
+        if self.backbone is not None and "backbone" in config_fields(self.model):
+            import timm
+
+            if not timm.is_model(self.backbone):
+                raise ValueError(f"unknown backbone {self.backbone!r}: not a timm model name "
+                                 f"(e.g. efficientnet_lite0, efficientnet_b4; timm.list_models() has them all)")
+        if self.device:
+            try:
+                device = torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"device {self.device!r}: {err}") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {self.device!r}: CUDA is not available on this machine (use --device cpu)")
 
     def detector_kwargs(self) -> dict[str, Any]:
         """The detector's config: the run's backbone and weights (where its config has those fields)
@@ -247,15 +268,13 @@ class Trainer:
         self.epoch = 0  # the next epoch to train
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        # One run at a time per folder: a second one refuses here, before it reads or writes.
-        self._lock = FolderLock(self.out_dir) if self.dist.main else None
-        if (self.out_dir / "last.safetensors").exists():
+        last = self.out_dir / "last.safetensors"
+        self._last_seen = last.stat().st_mtime_ns if last.exists() else None  # fit checks it again
+        if last.exists():
             try:
-                self._resume(self.out_dir / "last.safetensors")
-            except BaseException:
-                if self._lock is not None:
-                    self._lock.release()
-                raise
+                self._resume(last)
+            except KeyError as err:
+                raise ValueError(f"{last}: not a resumable checkpoint (its header lacks {err})") from err
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -386,11 +405,17 @@ class Trainer:
     def fit(self, stop_after: int | None = None) -> pd.DataFrame:
         """Train from the current epoch to ``config.epochs`` (or only ``stop_after`` epochs, to
         simulate an interruption); returns the per-epoch metrics."""
+        # One run at a time per folder: a second run into a busy folder refuses (ValueError).
+        lock = FolderLock(self.out_dir) if self.dist.main else None
         try:
+            last = self.out_dir / "last.safetensors"
+            if self.dist.main and (last.stat().st_mtime_ns if last.exists() else None) != self._last_seen:
+                raise ValueError(f"{self.out_dir}: another run wrote {last.name} after this one read the "
+                                 f"folder; start this run again to resume from it")
             return self._fit(stop_after)
         finally:
-            if self._lock is not None:
-                self._lock.release()
+            if lock is not None:
+                lock.release()
 
     def _fit(self, stop_after: int | None) -> pd.DataFrame:
         c = self.config
@@ -421,6 +446,7 @@ class Trainer:
                                 {"train_config": jsonable(dataclasses.asdict(c)), "epoch": epoch,
                                  "history": self.history, "best": self.best},
                                 self.optimizer, self.scheduler, rng=True)
+                self._last_seen = (self.out_dir / "last.safetensors").stat().st_mtime_ns
                 write_text_atomic(self.out_dir / "metrics.csv", pd.DataFrame(self.history).to_csv(index=False))
                 log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()
                                                      if isinstance(v, float)})
