@@ -64,16 +64,12 @@ def output_folder(path: str | Path) -> Path:
 
 
 def load_for_use(checkpoint: str | Path, dev: torch.device) -> tuple[Any, dict[str, Any], int]:
-    """``(detector, header, image size)`` of a checkpoint file, with clear errors for a run folder
-    given instead of its file and for a header without a usable ``train_config``."""
+    """``(detector, header, image size)`` of a checkpoint file, with a clear error for a header
+    without a usable ``train_config``."""
     from dfattn.checkpoint import load_detector
 
     path = Path(checkpoint)
-    if path.is_dir():
-        inside = [p.name for p in (path / "best.safetensors", path / "last.safetensors") if p.is_file()]
-        hint = f"give {path / inside[0]}" if inside else "it holds no best.safetensors"
-        raise ValueError(f"{path}: a folder, not a checkpoint file ({hint})")
-    model, header = load_detector(path, dev)
+    model, header = load_detector(path, dev)  # a folder, a bad header, weights that do not fit: errors
     config = header.get("train_config")
     size = config.get("image_size") if isinstance(config, dict) else None
     if not isinstance(size, int) or isinstance(size, bool) or size < 16:

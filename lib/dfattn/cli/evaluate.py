@@ -100,7 +100,7 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
     kind, _, path = data.partition(":")
     result: dict[str, Any] = {}
     if kind in ("synthetic", "folder"):
-        sizes = SplitSizes(cfg["n_train"], cfg["n_val"], args.n_test or cfg["n_test"])
+        sizes = SplitSizes(cfg["n_train"], cfg["n_val"], args.n_test if args.n_test is not None else cfg["n_test"])
         faces = face_splits(data, sizes, cfg["face_size"], seed)["test"]
         models = {label: model}
         frames = cross_manipulation(models, faces, size, seed, **kw)

@@ -24,6 +24,7 @@ import typing
 from typing import Any, Sequence
 
 from dfattn.config import profile_from_env
+from dfattn.cli.common import output_folder, run_tool
 from dfattn.train import TrainConfig, train
 
 _SKIP = {"model_config"}
@@ -73,19 +74,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values, model_config=model_config)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-        _, history = train(config, args.out)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"dfattn-train: {err}", file=sys.stderr)
-        return 1
+def _train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    _, history = train(config, output_folder(args.out))
     if len(history):
         last = history.iloc[-1]
         print(f"dfattn-train: {len(history)} epochs in {args.out}; last val AUC {last.get('val_auc', float('nan')):.4f}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    return run_tool("dfattn-train", lambda: _train(args))
 
 
 if __name__ == "__main__":
