@@ -14,7 +14,7 @@ from dfattn.data.datasets import (
     collate_pairs,
     loader_kwargs,
 )
-from dfattn.data.manipulations import FAMILIES, degrade
+from dfattn.data.manipulations import FAMILIES, degrade_image
 from dfattn.data.synthetic import SyntheticFaces
 
 SIZE = 64
@@ -91,7 +91,7 @@ def test_benchmark_lists_every_family_after_each_real(faces):
 def test_benchmark_degrades_real_images_too(faces):
     bench = HeldOutFamilies(faces, 128, families=["region_swap"], degradation=Degradation("jpeg", 30))
     real = bench[0]["image"]
-    expected = degrade(faces[0].image, "jpeg", 30)
+    expected = degrade_image(faces[0].image, "jpeg", 30)
     torch.testing.assert_close(
         real, torch.from_numpy(expected.transpose(2, 0, 1).copy()).float() / 255, atol=1e-6, rtol=0
     )

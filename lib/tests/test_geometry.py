@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-import dfattn.data.blending as blending
-import dfattn.data.manipulations as manipulations
+from dfattn.data import blending, manipulations
 from dfattn.data.faces import Face
 from dfattn.data.geometry import (
     REGIONS,

@@ -9,7 +9,7 @@ from dfattn.data.manipulations import (
     FAMILIES,
     Manipulation,
     apply_family,
-    degrade,
+    degrade_image,
     pick_donor,
 )
 
@@ -22,7 +22,7 @@ __all__ = [
     "FAMILIES",
     "Manipulation",
     "apply_family",
-    "degrade",
+    "degrade_image",
     "pick_donor",
 ]
 from dfattn.data.folder import FolderFaces, detect_landmarks  # noqa: E402

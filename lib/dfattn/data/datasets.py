@@ -28,7 +28,13 @@ from torch.utils.data import Dataset
 
 from dfattn.data.blending import NearestLandmarkIndex, SBIConfig, blend_images, self_blend
 from dfattn.data.faces import Face, FaceSource, flip_landmarks
-from dfattn.data.manipulations import DEGRADATIONS, FAMILIES, apply_family, degrade, pick_donor
+from dfattn.data.manipulations import (
+    DEGRADATIONS,
+    FAMILIES,
+    apply_family,
+    degrade_image,
+    pick_donor,
+)
 from dfattn.data.targets import laanet_targets
 
 Item = dict[str, torch.Tensor]
@@ -174,7 +180,7 @@ class Degradation:
             raise ValueError(f"unknown degradation {self.name!r}; known: {sorted(DEGRADATIONS)}")
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return degrade(image, self.name, self.strength, rng)
+        return degrade_image(image, self.name, self.strength, rng)
 
     def __str__(self) -> str:
         return f"{self.name}={self.strength:g}"

@@ -34,7 +34,12 @@ import cv2
 import numpy as np
 
 from dfattn.data.faces import LEFT_EYE, MOUTH, NOSE, OUTER_LIPS, RIGHT_EYE, Face, FaceSource
-from dfattn.data.geometry import face_scale, lab_colour_transfer, similarity_transform, warp_to_landmarks
+from dfattn.data.geometry import (
+    face_scale,
+    lab_colour_transfer,
+    similarity_transform,
+    warp_to_landmarks,
+)
 
 __all__ = [
     "DEGRADATIONS",
@@ -44,10 +49,10 @@ __all__ = [
     "Family",
     "Manipulation",
     "apply_family",
-    "degrade",
+    "blur_image",
+    "degrade_image",
     "downscale",
     "face_swap",
-    "gaussian_blur",
     "gaussian_noise",
     "jpeg",
     "pick_donor",
@@ -514,11 +519,15 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of standard deviation ``sigma`` pixels (0: unchanged)."""
-    _check_image(image, "gaussian_blur")
+def blur_image(image: np.ndarray, sigma: float) -> np.ndarray:
+    """One uint8 RGB image blurred by a Gaussian of std ``sigma`` pixels (0: unchanged).
+
+    NumPy/OpenCV, for the held-out robustness grid; AGDA's blur of torch batches is
+    :func:`dfattn.models.agda.blur_batch`.
+    """
+    _check_image(image, "blur_image")
     if sigma < 0:
-        raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
+        raise ValueError(f"blur_image: sigma must be >= 0, got {sigma}")
     return image.copy() if sigma == 0 else cv2.GaussianBlur(image, (0, 0), float(sigma))
 
 
@@ -569,7 +578,7 @@ DEGRADATIONS: dict[str, DegradationType] = {
         "jpeg", "quality", (90, 70, 50, 30), lambda im, q, rng: jpeg(im, int(q))
     ),
     "blur": DegradationType(
-        "blur", "sigma", (0.5, 1.0, 2.0, 3.0), lambda im, s, rng: gaussian_blur(im, s)
+        "blur", "sigma", (0.5, 1.0, 2.0, 3.0), lambda im, s, rng: blur_image(im, s)
     ),
     "noise": DegradationType(
         "noise", "std", (2.0, 5.0, 10.0, 20.0), lambda im, s, rng: gaussian_noise(im, s, rng)
@@ -580,10 +589,13 @@ DEGRADATIONS: dict[str, DegradationType] = {
 }
 
 
-def degrade(
+def degrade_image(
     image: np.ndarray, name: str, strength: float, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Apply degradation ``name`` of :data:`DEGRADATIONS` at ``strength``."""
+    """Apply degradation ``name`` of :data:`DEGRADATIONS` at ``strength`` to one uint8 RGB image.
+
+    Not AGDA's down-blur-up degradation of a torch batch (:func:`dfattn.models.agda.agda_degrade`).
+    """
     if name not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {name!r}; known: {sorted(DEGRADATIONS)}")
     return DEGRADATIONS[name](image, strength, rng)
