@@ -286,6 +286,14 @@ class Trainer:
         return SAM(base, c.sam_rho) if c.sam else base
 
     def _resume(self, path: Path) -> None:
+        try:
+            self._load_resume_state(path)
+        except (KeyError, RuntimeError, TypeError) as err:  # a damaged or foreign last.safetensors
+            reason = f"no {err} in it" if isinstance(err, KeyError) else str(err).strip().splitlines()[0]
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({reason}); use another "
+                             f"output folder or delete it") from None
+
+    def _load_resume_state(self, path: Path) -> None:
         tensors, header = read_checkpoint(path)
         saved = header["train_config"]
         mine = jsonable(dataclasses.asdict(self.config))

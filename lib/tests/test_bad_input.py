@@ -317,3 +317,13 @@ def test_non_finite_outputs_are_reported_as_such(runs, face_png, tmp_path):
     assert detect_cli.main([str(path), str(face_png), "--out", str(tmp_path / "d")]) == 1
     error = pd.read_csv(tmp_path / "d" / "detections.csv")["error"].iloc[0]
     assert "not finite" in error
+
+
+def test_a_damaged_last_checkpoint_stops_a_resume_in_one_line(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_cli.main(["--model", "baseline", "--epochs", "1", "--out", str(run), *SMALL]) == 0
+    tensors, header = _raw(run / "last.safetensors")
+    _write(run / "last.safetensors", {k: v for k, v in tensors.items() if "fc" not in k}, header)
+    assert train_cli.main(["--model", "baseline", "--epochs", "2", "--out", str(run), *SMALL]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume from this checkpoint" in err and len(err.strip().splitlines()) == 1
