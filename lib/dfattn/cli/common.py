@@ -1,17 +1,18 @@
 """What every command-line tool shares: argument checks, the device, the output folder, loading a
 detector for use, and one place that turns the library's errors into one-line messages.
 
-A tool's ``main`` is ``run_tool("dfattn-x", body, argv)``: bad input, a missing file or a damaged
-checkpoint prints ``dfattn-x: <file>: <problem>`` on stderr and exits 1 (argparse's own usage
+A tool's ``main`` is ``run_tool("dfattn-x", parser(), body, argv)``: bad input, a missing file or
+a damaged checkpoint prints ``dfattn-x: <file>: <problem>`` on stderr and exits 1 (argparse's own usage
 errors exit 2); Ctrl-C exits 130 after the body has kept what it had done.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -78,10 +79,14 @@ def load_for_use(checkpoint: str | Path, dev: torch.device) -> tuple[Any, dict[s
     return model, header, size
 
 
-def run_tool(name: str, body: Callable[[], int]) -> int:
-    """Run ``body`` and turn the library's errors into one line on stderr."""
+def run_tool(name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
+             argv: Sequence[str] | None = None, log_format: str = "%(asctime)s %(name)s: %(message)s") -> int:
+    """Parse ``argv`` and run ``body(args)``, turning the library's errors into one line on stderr
+    (exit 1) and Ctrl-C into exit 130 (argparse's usage errors exit 2 as usual)."""
+    logging.basicConfig(level=logging.INFO, format=log_format)
+    args = parser.parse_args(argv)
     try:
-        return body()
+        return body(args)
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

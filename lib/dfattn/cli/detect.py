@@ -192,9 +192,7 @@ def _summary(rows: list[dict], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    return run_tool("dfattn-detect", lambda: _detect(args))
+    return run_tool("dfattn-detect", parser(), _detect, argv, log_format="%(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import sys
 from pathlib import Path
@@ -180,9 +179,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    return run_tool("dfattn-evaluate", lambda: _evaluate(args))
+    return run_tool("dfattn-evaluate", parser(), _evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 import typing
 from typing import Any, Sequence
@@ -84,9 +83,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    return run_tool("dfattn-train", lambda: _train(args))
+    return run_tool("dfattn-train", parser(), _train, argv)
 
 
 if __name__ == "__main__":
