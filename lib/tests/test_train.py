@@ -129,6 +129,27 @@ def test_read_checkpoint_rejects_foreign_files(tmp_path):
         read_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_checkpoints_of_format_1_written_before_the_detector_contract_still_load(tmp_path):
+    """The header layout of format 1 (written before models/base.py existed), built by hand: it
+    loads into the same detector; another format version is refused, naming both versions."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    model = create_detector("baseline", backbone="efficientnet_lite0", pretrained=False)
+    header = {"format": "dfattn-checkpoint/1", "train_config": {"image_size": 64}, "epoch": 0,
+              "detector": {"name": "baseline", "config": dataclasses.asdict(model.config)}}
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"dfattn": json.dumps(header)})
+    loaded, _ = load_detector(tmp_path / "old.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    header["format"] = "dfattn-checkpoint/0"
+    save_file(tensors, str(tmp_path / "older.safetensors"), metadata={"dfattn": json.dumps(header)})
+    with pytest.raises(ValueError, match=r"older.safetensors: checkpoint format 'dfattn-checkpoint/0', "
+                                         r"expected 'dfattn-checkpoint/1'"):
+        load_detector(tmp_path / "older.safetensors")
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 
