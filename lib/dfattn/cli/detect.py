@@ -28,12 +28,13 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from dfattn.cli.common import device, load_for_use, margin, output_folder, positive_int, run_tool
 from dfattn.data.folder import crop_face, detect_landmarks, list_images, read_image
-from dfattn.evaluate import fake_logit
+from dfattn.evaluate import fake_logit, video_level
 from dfattn.plotting import heat_overlay
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -173,22 +174,23 @@ def _score(model, image: np.ndarray, size: int, dev: torch.device, args: argpars
 
 
 def _summary(rows: list[dict], out: Path) -> None:
-    """One line per input (a video: the sigmoid of its mean frame logit), then the counts."""
+    """One line per input (a video: :func:`~dfattn.evaluate.video_level`, the sigmoid of its mean
+    frame logit), then the counts."""
+    scored = [{"source": r["source"], "logit": r["logit"]} for r in rows if math.isfinite(r["logit"])]
+    inputs = video_level(pd.DataFrame(scored, columns=["source", "logit"]), "source").set_index("source")
     by_source: dict[str, list[dict]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
-    scored = 0
     for source, group in by_source.items():
-        ok = [r["logit"] for r in group if math.isfinite(r["logit"])]
-        scored += len(ok)
-        if not ok:
+        if source not in inputs.index:
             print(f"{source}: no face scored ({group[0]['error']})")
         elif len(group) > 1 or group[0]["frame"]:
-            p = 1 / (1 + math.exp(-float(np.mean(ok))))
-            print(f"{source}: P(fake) = {p:.3f} (mean logit of {len(ok)}/{len(group)} frames with a face)")
+            print(f"{source}: P(fake) = {inputs.loc[source, 'prob']:.3f} (mean logit of "
+                  f"{inputs.loc[source, 'n_frames']}/{len(group)} frames with a face)")
         else:
-            print(f"{source}: P(fake) = {1 / (1 + math.exp(-ok[0])):.3f}")
-    print(f"dfattn-detect: {scored} faces scored, {len(rows) - scored} skipped; table in {out / 'detections.csv'}")
+            print(f"{source}: P(fake) = {inputs.loc[source, 'prob']:.3f}")
+    print(f"dfattn-detect: {len(scored)} faces scored, {len(rows) - len(scored)} skipped; "
+          f"table in {out / 'detections.csv'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
