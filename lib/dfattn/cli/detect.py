@@ -177,7 +177,8 @@ def _summary(rows: list[dict], out: Path) -> None:
     """One line per input (a video: :func:`~dfattn.evaluate.video_level`, the sigmoid of its mean
     frame logit), then the counts."""
     scored = [{"source": r["source"], "logit": r["logit"]} for r in rows if math.isfinite(r["logit"])]
-    inputs = video_level(pd.DataFrame(scored, columns=["source", "logit"]), "source").set_index("source")
+    table = pd.DataFrame(scored, columns=["source", "logit"]).astype({"logit": float})
+    inputs = video_level(table, "source").set_index("source")
     by_source: dict[str, list[dict]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
