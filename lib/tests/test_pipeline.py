@@ -35,8 +35,8 @@ def test_benchmark_videos_to_video_level_tables(tmp_path):
     out = tmp_path / "results"
     assert evaluate_cli.main([str(run / "best.safetensors"), "--data", f"preprocessed:{pre / 'cdf'}",
                               "--frames", "3", "--flip-tta", "--out", str(out)]) == 0
-    frames = pd.read_csv(out / "run" / "frames.csv")
-    videos = pd.read_csv(out / "run" / "videos.csv")
+    frames = pd.read_csv(out / "laanet_run" / "frames.csv")  # the run's label: "laanet (run)"
+    videos = pd.read_csv(out / "laanet_run" / "videos.csv")
     assert len(frames) == 3 * 3 and len(videos) == 3  # Celeb-DF's three listed test videos
     assert sorted(videos["label"]) == [0, 0, 1]  # two real (label 1 in the list file), one fake
     assert (videos["n_frames"] == 3).all()
