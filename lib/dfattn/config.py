@@ -185,12 +185,22 @@ def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generato
 
 
 def get_device(prefer: str | None = None) -> "Any":
-    """``torch.device``: ``prefer`` if given, else CUDA when available, else CPU."""
+    """``torch.device``: ``prefer`` if given, else CUDA when available, else CPU.
+
+    Raises:
+        ValueError: ``prefer`` is not a device name, or names CUDA on a machine without a GPU.
+    """
     import torch
 
-    if prefer:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not prefer:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(prefer)
+    except RuntimeError as err:
+        raise ValueError(f"device {prefer!r}: not a device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {prefer!r}: this machine has no CUDA GPU (use --device cpu)")
+    return device
 
 
 def repo_root() -> Path:

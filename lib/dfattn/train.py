@@ -176,12 +176,7 @@ class TrainConfig:
                 raise ValueError(f"unknown backbone {self.backbone!r}: not a timm model name "
                                  f"(e.g. efficientnet_lite0, efficientnet_b4; timm.list_models() has them all)")
         if self.device:
-            try:
-                device = torch.device(self.device)
-            except RuntimeError as err:
-                raise ValueError(f"device {self.device!r}: {err}") from None
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device {self.device!r}: CUDA is not available on this machine (use --device cpu)")
+            get_device(self.device)  # a ValueError for a bad name or CUDA without a GPU
 
     def detector_kwargs(self) -> dict[str, Any]:
         """The detector's config: the run's backbone and weights (where its config has those fields)
@@ -414,16 +409,12 @@ class Trainer:
         """Train from the current epoch to ``config.epochs`` (or only ``stop_after`` epochs, to
         simulate an interruption); returns the per-epoch metrics."""
         # One run at a time per folder: a second run into a busy folder refuses (ValueError).
-        lock = FolderLock(self.out_dir) if self.dist.main else None
-        try:
+        with FolderLock(self.out_dir) if self.dist.main else nullcontext():
             last = self.out_dir / "last.safetensors"
             if self.dist.main and (last.stat().st_mtime_ns if last.exists() else None) != self._last_seen:
                 raise ValueError(f"{self.out_dir}: another run wrote {last.name} after this one read the "
                                  f"folder; start this run again to resume from it")
             return self._fit(stop_after)
-        finally:
-            if lock is not None:
-                lock.release()
 
     def _fit(self, stop_after: int | None) -> pd.DataFrame:
         c = self.config

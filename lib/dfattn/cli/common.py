@@ -41,20 +41,6 @@ def margin(text: str) -> float:
     return value
 
 
-def device(name: str | None) -> torch.device:
-    """The device to run on (CUDA when available, else CPU), or a ValueError for one that is not
-    there."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device {name!r}: not a device ({err})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this machine has no CUDA GPU (use --device cpu)")
-    return dev
-
-
 def output_folder(path: str | Path) -> Path:
     """The output folder, created if missing; a ValueError if the path is a file."""
     path = Path(path)
@@ -95,5 +81,5 @@ def run_tool(name: str, parser: argparse.ArgumentParser, body: Callable[[argpars
         return EXIT_ERROR
 
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "device", "load_for_use", "margin", "output_folder",
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "load_for_use", "margin", "output_folder",
            "positive_int", "run_tool"]

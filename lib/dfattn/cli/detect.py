@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dfattn.cli.common import device, load_for_use, margin, output_folder, positive_int, run_tool
+from dfattn.cli.common import load_for_use, margin, output_folder, positive_int, run_tool
+from dfattn.config import get_device
 from dfattn.data.folder import crop_face, detect_landmarks, list_images, read_image
 from dfattn.evaluate import fake_logit, video_level
 from dfattn.plotting import heat_overlay
@@ -119,7 +120,7 @@ COLUMNS = ("source", "frame", "logit", "prob", "error")
 
 
 def _detect(args: argparse.Namespace) -> int:
-    dev = device(args.device)
+    dev = get_device(args.device)
     model, _, size = load_for_use(args.checkpoint, dev)
     out = output_folder(args.out)
     items = list(_inputs(args.inputs))

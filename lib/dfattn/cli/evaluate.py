@@ -34,7 +34,8 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from dfattn.cli.common import device, load_for_use, output_folder, positive_int, run_tool
+from dfattn.cli.common import load_for_use, output_folder, positive_int, run_tool
+from dfattn.config import get_device
 from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.evaluate import evaluate_frames
 from dfattn.plotting import save_table
@@ -147,7 +148,7 @@ def _clear_earlier(out: Path) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    dev = device(args.device)
+    dev = get_device(args.device)
     out = output_folder(args.out)
     _clear_earlier(out)
     tables: dict[str, dict[str, Any]] = {}

@@ -23,7 +23,7 @@ import typing
 from typing import Any, Sequence
 
 from dfattn.config import profile_from_env
-from dfattn.cli.common import output_folder, run_tool
+from dfattn.cli.common import run_tool
 from dfattn.train import TrainConfig, train
 
 _SKIP = {"model_config"}
@@ -75,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    _, history = train(config, output_folder(args.out))
+    _, history = train(config, args.out)  # the trainer refuses an --out that is a file
     if len(history):
         last = history.iloc[-1]
         print(f"dfattn-train: {len(history)} epochs in {args.out}; last val AUC {last.get('val_auc', float('nan')):.4f}")
