@@ -17,9 +17,12 @@ columns ``logit``, ``prob``, ``label`` (1 = fake), plus the metadata the dataset
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,14 @@ from dfattn.models.base import Detector
 
 __all__ = [
     "METRICS",
+    "OPERATING_METRICS",
+    "OPERATING_RULES",
+    "OperatingPoint",
+    "choose_operating_point",
+    "expected_calibration_error",
+    "fit_temperature",
+    "operating_metrics",
+    "tpr_at_fpr",
     "binary_metrics",
     "equal_error_rate",
     "evaluate_frames",
@@ -358,3 +369,180 @@ def plot_roc(curves: Mapping[str, pd.DataFrame], ax=None, title: str | None = No
         ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     return ax
+
+
+# --------------------------------------------------------------------------------------------
+# Operating points and calibration
+# --------------------------------------------------------------------------------------------
+
+OPERATING_METRICS = ("tpr_at_fpr_1", "tpr_at_fpr_5", "ece")
+OPERATING_RULES = ("balanced_acc", "fpr")
+
+
+def tpr_at_fpr(labels: Any, scores: Any, fpr: float) -> float:
+    """The true-positive rate (share of fakes caught) at the best threshold whose false-positive
+    rate (share of reals called fake) is at most ``fpr``, read off the ROC curve without
+    interpolation (so never optimistic). ``nan`` when only one class is present."""
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    y, s = _check_labels(labels), np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"{y.size} labels but {s.size} scores")
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")
+    fprs, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+    return float(tprs[fprs <= fpr + 1e-12].max())
+
+
+def expected_calibration_error(labels: Any, probs: Any, bins: int = 15) -> float:
+    """The expected calibration error of P(fake): in ``bins`` equal-width bins of the predicted
+    probability, the gap between the share of fakes and the mean prediction, weighted by the
+    share of samples in the bin (Guo et al. 2017, eq. 3, with P(fake) as the confidence of the
+    binary event "fake"). 0 for a calibrated detector; at most 1."""
+    y, p = _check_binary(labels, probs)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)  # bin of each sample, p = 1 in the last
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, y, bins) - np.bincount(which, p, bins))  # per bin: |sum y - sum p|
+    return float(gap.sum() / count.sum())
+
+
+def operating_metrics(labels: Any, probs: Any) -> dict[str, float]:
+    """TPR at 1 % and 5 % FPR (:func:`tpr_at_fpr`) and the ECE (:func:`expected_calibration_error`)."""
+    return {"tpr_at_fpr_1": tpr_at_fpr(labels, probs, 0.01), "tpr_at_fpr_5": tpr_at_fpr(labels, probs, 0.05),
+            "ece": expected_calibration_error(labels, probs)}
+
+
+def _nll(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Mean binary cross-entropy of logits (numerically stable)."""
+    return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
+
+
+def fit_temperature(labels: Any, logits: Any) -> float:
+    """Temperature scaling (Guo et al. 2017, sec. 4.2): the ``T > 0`` that minimises the
+    cross-entropy of ``sigmoid(logit / T)`` on held-out data (searched over ``log T`` in
+    ``[log 0.05, log 20]``). It changes probabilities, never the ranking or a logit threshold."""
+    from scipy.optimize import minimize_scalar
+
+    y = _check_labels(labels).astype(np.float64)
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    if y.shape != z.shape or y.size == 0 or not np.isfinite(z).all():
+        raise ValueError(f"fit_temperature needs as many finite logits as labels, got {z.size} and {y.size}")
+    if y.min() == y.max():
+        raise ValueError("fit_temperature needs real and fake samples")
+    best = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(np.log(0.05), np.log(20.0)),
+                           method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(best.x))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision rule for a detector: call an image fake when its logit is at least ``logit``.
+
+    Chosen on validation data (:func:`choose_operating_point`) and stored in the checkpoint
+    header (``operating_point``), so that ``dfattn-detect`` decides with it and says which it
+    used. ``temperature`` rescales the logit into a calibrated probability
+    ``sigmoid(logit / temperature)``; the decision does not depend on it. ``fpr``, ``tpr`` and
+    ``balanced_acc`` are what the threshold gives on the data it was chosen on (``on``).
+    """
+
+    logit: float = 0.0
+    rule: str = "default"
+    target_fpr: float | None = None
+    temperature: float = 1.0
+    on: str = "none: no operating point was chosen on validation; P(fake) 0.5"
+    n: int = 0
+    n_fake: int = 0
+    fpr: float = float("nan")
+    tpr: float = float("nan")
+    balanced_acc: float = float("nan")
+
+    @property
+    def threshold(self) -> float:
+        """The threshold on the (temperature-scaled) probability P(fake)."""
+        return float(expit(self.logit / self.temperature))
+
+    def prob(self, logits: Any) -> np.ndarray:
+        """Calibrated P(fake) of logits: ``sigmoid(logit / temperature)``."""
+        return expit(np.asarray(logits, dtype=np.float64) / self.temperature)
+
+    def decide(self, logit: float, band: float = 0.0) -> str:
+        """``"fake"``, ``"real"``, or ``"uncertain"`` when P(fake) is within ``band`` of the
+        threshold (a share of probability, e.g. 0.1)."""
+        if not math.isfinite(logit):
+            return ""
+        p = float(self.prob(logit))
+        if band > 0 and abs(p - self.threshold) < band:
+            return "uncertain"
+        return "fake" if logit >= self.logit else "real"
+
+    def describe(self) -> str:
+        """One line for a reader: the threshold and where it comes from."""
+        if self.rule == "default":
+            return "threshold P(fake) = 0.5 (the checkpoint has no operating point chosen on validation)"
+        if self.rule == "given":
+            return f"threshold P(fake) = {self.threshold:.3f} (given: {self.on})"
+        how = "best balanced accuracy" if self.rule == "balanced_acc" else f"FPR at most {self.target_fpr:g}"
+        cal = f", temperature {self.temperature:.3g}" if self.temperature != 1.0 else ""
+        return (f"threshold P(fake) = {self.threshold:.3f} (logit {self.logit:.3f}; {how} on {self.on}: "
+                f"FPR {self.fpr:.3f}, TPR {self.tpr:.3f}{cal})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], path: Any = "checkpoint") -> "OperatingPoint":
+        """The checkpoint's operating point, or the default (logit 0, P(fake) 0.5) when it has none."""
+        entry = header.get("operating_point")
+        if entry is None:
+            return cls()
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{path}: the header's operating_point is not a table: {entry!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(entry) - names)
+        if unknown:
+            raise ValueError(f"{path}: the header's operating_point has unknown fields {unknown}")
+        point = cls(**{k: (float("nan") if v is None and k in ("fpr", "tpr", "balanced_acc") else v)
+                       for k, v in entry.items()})
+        if not (math.isfinite(point.logit) and point.temperature > 0):
+            raise ValueError(f"{path}: the header's operating_point is unusable (logit {point.logit}, "
+                             f"temperature {point.temperature})")
+        return point
+
+
+def choose_operating_point(labels: Any, logits: Any, rule: str = "balanced_acc", target_fpr: float = 0.05,
+                           temperature_scaling: bool = False, on: str = "validation") -> OperatingPoint:
+    """The threshold on validation logits that maximises balanced accuracy (``rule="balanced_acc"``),
+    or catches the most fakes with a false-positive rate of at most ``target_fpr``
+    (``rule="fpr"``). The threshold is set halfway between the validation logit it admits and the
+    next lower one, so it has a margin on both sides; with ``temperature_scaling`` a temperature is
+    fitted too (:func:`fit_temperature`).
+
+    Raises:
+        ValueError: an unknown rule, a target outside (0, 1), or data without both classes.
+    """
+    if rule not in OPERATING_RULES:
+        raise ValueError(f"unknown operating-point rule {rule!r}: choose from {OPERATING_RULES}")
+    if rule == "fpr" and not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    y = _check_labels(labels)
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    if y.shape != z.shape or not np.isfinite(z).all():
+        raise ValueError(f"choose_operating_point needs as many finite logits as labels ({z.size}, {y.size})")
+    if y.size == 0 or y.min() == y.max():
+        raise ValueError("an operating point is chosen on data with both real and fake samples")
+    fpr, tpr, thresholds = roc_curve(y, z, drop_intermediate=False)  # thresholds[0] = +inf
+    if rule == "balanced_acc":
+        i = int(np.argmax(tpr - fpr))  # balanced accuracy = (TPR + 1 - FPR) / 2; first (strictest) maximum
+    else:
+        i = int(np.flatnonzero(fpr <= target_fpr + 1e-12).max())
+    if i == 0:  # nothing called fake: just above the largest logit
+        cut = float(thresholds[1]) + 1e-6
+    elif i + 1 < len(thresholds):
+        cut = 0.5 * float(thresholds[i] + thresholds[i + 1])
+    else:
+        cut = float(thresholds[i]) - 1e-6
+    return OperatingPoint(
+        logit=cut, rule=rule, target_fpr=target_fpr if rule == "fpr" else None,
+        temperature=fit_temperature(y, z) if temperature_scaling else 1.0, on=on,
+        n=int(y.size), n_fake=int(y.sum()), fpr=float(fpr[i]), tpr=float(tpr[i]),
+        balanced_acc=float(0.5 * (tpr[i] + 1.0 - fpr[i])))

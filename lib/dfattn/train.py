@@ -15,7 +15,8 @@ backbone freeze: :data:`RECIPES`, the papers' settings) and any overrides. :clas
   what a detector does on other manipulations: chapter 3);
 - writes ``metrics.csv`` (one row per epoch), ``last.safetensors`` (weights, optimiser, scheduler,
   RNG and history: a resumed run ends with the same weights as an uninterrupted one) and
-  ``best.safetensors`` (the weights selected on ``select_on``);
+  ``best.safetensors`` (the weights selected on ``select_on``, with the operating point chosen on
+  that epoch's validation pseudo-fakes: :func:`~dfattn.evaluate.choose_operating_point`);
 - runs on several GPUs (or CPU processes) under ``torchrun``: torch DDP, one shard of every
   global batch per process (:class:`~torch.utils.data.DistributedSampler`), the same global batch
   and the same order as a single process.
@@ -47,7 +48,7 @@ from tqdm import tqdm
 from dfattn.config import Profile, get_device, get_profile, profile_from_env, seed_everything
 from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
-from dfattn.evaluate import binary_metrics, evaluate_frames, predict
+from dfattn.evaluate import OPERATING_RULES, binary_metrics, choose_operating_point, evaluate_frames, predict
 from dfattn.protocol import Materialised
 from dfattn.checkpoint import (FolderLock, jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state,
                                write_text_atomic)
@@ -128,6 +129,11 @@ class TrainConfig:
     device: str | None = None
     select_on: str = "val_auc"  # "val_auc" or "family_auc" (the mean over held-out families)
     val_families: bool = True  # also score the held-out families on the val people each epoch
+    # The operating point stored with best.safetensors, chosen on the val pseudo-fakes of the
+    # selected epoch (evaluate.choose_operating_point): "balanced_acc" or "fpr" (at most target_fpr).
+    operating_rule: str = "balanced_acc"
+    target_fpr: float = 0.05
+    temperature_scaling: bool = False  # also fit a temperature on the same validation logits
     face_size: int | None = None  # side of the source faces (default: max(image size, 160))
     progress: bool = True
 
@@ -162,6 +168,10 @@ class TrainConfig:
             raise ValueError(f"batch_size counts images (real + fake pairs): even and >= 2, got {self.batch_size}")
         if self.select_on not in ("val_auc", "family_auc"):
             raise ValueError(f"select_on must be 'val_auc' or 'family_auc', got {self.select_on!r}")
+        if self.operating_rule not in OPERATING_RULES:
+            raise ValueError(f"operating_rule must be one of {OPERATING_RULES}, got {self.operating_rule!r}")
+        if not 0.0 < self.target_fpr < 1.0:
+            raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         for name in ("epochs", "n_train", "n_val", "n_test"):
@@ -256,6 +266,7 @@ class Trainer:
                                  collate_fn=collate_pairs, drop_last=True, **loader_kwargs(c.num_workers))
         self.val_faces = faces["val"]
         self._val_sets: dict[str, Dataset] | None = None
+        self._val_frame: pd.DataFrame | None = None  # the last validation's "val" predictions
 
         self.optimizer = self._optimizer()
         self.steps_per_epoch = len(self.loader)
@@ -292,8 +303,9 @@ class Trainer:
         tensors, header = read_checkpoint(path)
         saved = header["train_config"]
         mine = jsonable(dataclasses.asdict(self.config))
+        defaults = jsonable(dataclasses.asdict(TrainConfig()))  # a field newer than the checkpoint: its default
         changed = {k for k in mine if k not in ("epochs", "progress", "num_workers", "device", "compile")
-                   and mine[k] != saved.get(k)}
+                   and mine[k] != saved.get(k, defaults.get(k))}
         if changed:
             raise ValueError(f"{path}: cannot resume, the run's config differs in {sorted(changed)} "
                              f"(use another out_dir or delete the checkpoint)")
@@ -394,6 +406,7 @@ class Trainer:
             df = predict(self.model, dataset, batch_size=max(2, self.config.batch_size), progress=False,
                          amp=self.amp, channels_last=self.config.channels_last)
             if name == "val":
+                self._val_frame = df  # the operating point of a new best epoch is chosen on it
                 metrics = binary_metrics(df["label"], df["prob"])
                 out.update({f"val_{k}": metrics[k] for k in ("auc", "ap", "acc")})
                 continue
@@ -402,6 +415,13 @@ class Trainer:
                 out[f"family_auc_{family}"] = float(by_family.loc[k, "auc"])
             out["family_auc"] = float(np.mean([out[f"family_auc_{f}"] for f in self.families]))
         return out
+
+    def operating_point(self):
+        """The decision threshold on the last validation's pseudo-fakes (the config's rule)."""
+        c, df = self.config, self._val_frame
+        return choose_operating_point(df["label"], df["logit"], c.operating_rule, c.target_fpr,
+                                      c.temperature_scaling,
+                                      on=f"the val pseudo-fakes ({len(self.val_faces)} held-out people)")
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -438,7 +458,8 @@ class Trainer:
                     self.best = {"epoch": epoch + 1, "score": score, "metric": c.select_on}
                     save_checkpoint(self.out_dir / "best.safetensors", self.model,
                                     {"train_config": jsonable(dataclasses.asdict(c)), "epoch": epoch,
-                                     "metrics": jsonable(row)})
+                                     "metrics": jsonable(row),
+                                     "operating_point": jsonable(self.operating_point().to_dict())})
                 self.history.append(jsonable(row))
                 self.epoch = epoch + 1
                 save_checkpoint(self.out_dir / "last.safetensors", self.model,

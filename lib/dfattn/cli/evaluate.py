@@ -20,6 +20,11 @@ A reused ``--out`` first loses the files an earlier dfattn-evaluate wrote there 
 ``OUT/.dfattn-evaluate.json``), so no stale table stands beside the new ones. A checkpoint that
 cannot be read is named and skipped: the others' tables are still written, and the exit code is 1.
 Unreadable images of a ``labelled:`` folder are skipped and counted (column ``skipped``).
+On labelled and preprocessed data the frame (and video) table has AUC, AP, EER, TPR at 1 % and
+5 % FPR (``tpr_at_fpr_1``, ``tpr_at_fpr_5``), the expected calibration error (``ece``), and the
+accuracy and balanced accuracy at the checkpoint's operating point (``threshold``: chosen on
+validation by dfattn-train; 0.5 for a checkpoint without one; probabilities are temperature-scaled
+where the run fitted a temperature).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import torch
 from dfattn.cli.common import load_for_use, output_folder, positive_int, run_tool
 from dfattn.config import get_device
 from dfattn.data.sources import SplitSizes, face_splits
-from dfattn.evaluate import evaluate_frames
+from dfattn.evaluate import OperatingPoint, evaluate_frames, operating_metrics
 from dfattn.plotting import save_table
 from dfattn.protocol import (FrameItems, cross_manipulation, cross_manipulation_table, labelled_frames,
                              quality, quality_table)
@@ -120,12 +125,18 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
 
             items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
         frames, videos = labelled_frames(model, items, **kw)
-        save(frames, "frames.csv")
+        point = OperatingPoint.from_header(header, label)
         skipped = len(getattr(items, "skipped", ()))
-        result["frame"] = pd.concat([evaluate_frames(frames).loc["all"], pd.Series({"skipped": skipped})])
-        if videos is not None:
-            save(videos, "videos.csv")
-            result["video"] = evaluate_frames(videos).loc["all"]
+        for key, table in (("frame", frames), ("video", videos)):
+            if table is None:
+                continue
+            table["prob"] = point.prob(table["logit"])  # calibrated where the run fitted a temperature
+            save(table, f"{key}s.csv")
+            metrics = evaluate_frames(table, threshold=point.threshold).loc["all"]
+            extra = {**operating_metrics(table["label"], table["prob"]), "threshold": point.threshold}
+            if key == "frame":
+                extra["skipped"] = skipped
+            result[key] = pd.concat([metrics, pd.Series(extra)])
     else:
         raise ValueError(f"unknown --data {data!r}: synthetic, folder:PATH, labelled:PATH or preprocessed:PATH")
     return result
