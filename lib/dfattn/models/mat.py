@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfattn.models.agda import AGDAConfig, attention_guided_augmentation
-from dfattn.models.backbone import create_backbone
+from dfattn.models.backbone import NORMALIZATIONS, StaticPadding, as_static_padding, create_backbone
 from dfattn.models.base import Detector, register
 
 Variant = Literal["paper", "official"]
@@ -93,6 +93,14 @@ class MATConfig:
         pretrain_epochs: the official two-stage schedule: train a plain classifier (backbone,
             global average pooling, one linear layer) for this many epochs, then the full MAT
             (official 20; 0 = paper, MAT from the start).
+        normalization: the input normalisation of the backbone: ``"weights"`` (the mean/std of
+            its weights), ``"half"`` (mean = std = 0.5, inputs in [-1, 1], as the released code)
+            or ``"none"``.
+        backbone_padding: convolutions of the timm backbone padded by fixed amounts,
+            ``((path, (left, right, top, bottom)), ...)``: the released code's EfficientNet pads
+            every convolution as if its input were 380 px (:mod:`dfattn.models.official`).
+        texture_bias: the official texture block's dense-layer and transition convolutions with
+            a bias, as the released checkpoint has them (``False``: without, as before).
     """
 
     backbone: str = "efficientnet_b4"
@@ -120,8 +128,15 @@ class MATConfig:
     match_weight: float = 0.0
     agda: AGDAConfig = field(default_factory=AGDAConfig)
     pretrain_epochs: int = 0
+    normalization: Literal["weights", "half", "none"] = "weights"
+    backbone_padding: StaticPadding = ()
+    texture_bias: bool = False
 
     def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"MATConfig.normalization must be one of {NORMALIZATIONS}, "
+                             f"got {self.normalization!r}")
+        object.__setattr__(self, "backbone_padding", as_static_padding(self.backbone_padding))
         if self.texture_block not in (*VARIANTS, "none"):
             raise ValueError(f"MATConfig.texture_block must be one of {(*VARIANTS, 'none')}, "
                              f"got {self.texture_block!r}")
@@ -209,22 +224,24 @@ class DenseBlock(nn.Module):
     """Densely connected convolutions (Huang et al.): layer ``j`` sees the block input and all earlier
     outputs; each layer is BN, ReLU, 3x3 conv with ``growth`` new channels; a BN, ReLU, 1x1
     transition maps the ``in + layers * growth`` channels to ``out_channels``. With ``groups = M``
-    every head has its own weights (official texture block)."""
+    every head has its own weights (official texture block); ``bias``: the convolutions have biases
+    (the released checkpoint's do)."""
 
-    def __init__(self, channels: int, growth: int, out_channels: int, layers: int = 3, groups: int = 1):
+    def __init__(self, channels: int, growth: int, out_channels: int, layers: int = 3, groups: int = 1,
+                 bias: bool = False):
         super().__init__()
         self.groups = groups
         self.layers = nn.ModuleList(
             nn.Sequential(
                 nn.BatchNorm2d(channels + j * growth), nn.ReLU(inplace=True),
-                nn.Conv2d(channels + j * growth, growth, 3, padding=1, bias=False, groups=groups),
+                nn.Conv2d(channels + j * growth, growth, 3, padding=1, bias=bias, groups=groups),
             )
             for j in range(layers)
         )
         total = channels + layers * growth
         self.transition = nn.Sequential(
             nn.BatchNorm2d(total), nn.ReLU(inplace=True),
-            nn.Conv2d(total, out_channels, 1, bias=False, groups=groups),
+            nn.Conv2d(total, out_channels, 1, bias=bias, groups=groups),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -245,10 +262,11 @@ class TextureEnhancement(nn.Module):
     Paper: F = DenseBlock(T), shared by all heads, ``C_F = 4 C_t`` channels. Official (``Texture_Enhance_v2``):
     a 3x3 conv before pooling; ``T`` is multiplied by ``tanh`` of each (detached, up-sampled)
     attention map, giving ``M`` copies, and each head has its own dense block (a grouped 5x5 conv,
-    three 3x3 dense layers, a 1x1 transition to ``C_t``, BN, ReLU).
+    three 3x3 dense layers, a 1x1 transition to ``C_t``, BN, ReLU); ``bias``: its dense-layer and
+    transition convolutions have biases, as in the released checkpoint.
     """
 
-    def __init__(self, channels: int, num_maps: int, variant: Variant = "paper"):
+    def __init__(self, channels: int, num_maps: int, variant: Variant = "paper", bias: bool = False):
         super().__init__()
         self.variant = variant
         self.num_maps = num_maps
@@ -263,7 +281,7 @@ class TextureEnhancement(nn.Module):
             self.extract = nn.Conv2d(c, c, 3, padding=1)
             self.enhance = nn.Sequential(
                 nn.Conv2d(m * c, m * c, 5, padding=2, groups=m),
-                DenseBlock(m * c, growth=m * c, out_channels=m * c, groups=m),
+                DenseBlock(m * c, growth=m * c, out_channels=m * c, groups=m, bias=bias),
                 nn.BatchNorm2d(m * c), nn.ReLU(inplace=True),
             )
             self.out_channels = c
@@ -526,7 +544,8 @@ class MAT(Detector):
         c = config
         self.levels = sorted({c.texture_stage, c.attention_stage, 4})
         self.backbone = create_backbone(c.backbone, pretrained=c.pretrained, out_indices=self.levels,
-                                        with_head=True, drop_path_rate=c.drop_path_rate)
+                                        with_head=True, drop_path_rate=c.drop_path_rate,
+                                        normalization=c.normalization, static_padding=c.backbone_padding)
         channels = self.backbone.info.channels
         c_t = channels[self.levels.index(c.texture_stage)]
         c_a = channels[self.levels.index(c.attention_stage)]
@@ -535,7 +554,7 @@ class MAT(Detector):
         self.register_buffer("epoch", torch.tensor(0))
 
         self.attention = AttentionModule(c_a, m, c.attention_head)
-        self.texture = TextureEnhancement(c_t, m, c.texture_block)
+        self.texture = TextureEnhancement(c_t, m, c.texture_block, c.texture_bias)
         c_f = self.texture.out_channels
         if c.classifier == "paper":
             self.classifier = nn.Linear(m * c_f + c_g, out)
