@@ -234,9 +234,17 @@ save(fig, "01_sbi")
 # - real images get all-zero targets.
 #
 # **Which mask.** With a blend ratio $r \le 0.5$, the scaled mask $rM$ never reaches one half, so
-# $B$ of $rM$ is a filled blob rather than a ring. LAA-Net's code computes $B$ on $rM$; we compute
-# it on the unscaled soft mask and scale it by $r$: the ring of the true transition, fainter for
-# partial blends ({numref}`fig-01-ratio`). `laanet_targets(result.mask, h)` reproduces the code.
+# $B$ of $rM$ is a filled blob rather than a ring ({numref}`fig-01-ratio`, bottom). Neither LAA-Net
+# nor we use it: LAA-Net's code returns the *unscaled* soft mask $M$ from its blending step and
+# computes $B(M)$, the full-strength ring whatever the ratio; we compute the same ring and scale it
+# by $r$, fainter for partial blends (middle row).
+#
+# **Official targets.** The option `variant="official"` of `laanet_targets` (training:
+# `targets="official"`; off by default) makes the targets as LAA-Net's released code does, from
+# $B(M)$ stored as uint8 at image resolution and resized to the heatmap, where the uint8 levels tie
+# so often at each quadrant's maximum that a fake gets about 9 vulnerable points on 32-pixel
+# heatmaps and 30-50 on 96-pixel ones instead of about 4, which lowers the weight of the heatmap
+# loss (`benchmarks/results/targets_positives.txt`).
 
 # %% tags=["hide-input"]
 ratios = (0.25, 0.5, 0.75, 1.0)
@@ -248,15 +256,16 @@ for j, r in enumerate(ratios):
     blob = targets.blending_boundary(res.mask)
     show(axes[0, j], res.fake, f"r = {r:g}")
     show(axes[1, j], ring, "r B(M) (ours)" if j == 0 else None, cmap="magma", vmin=0, vmax=1)
-    show(axes[2, j], blob, "B(rM) (code)" if j == 0 else None, cmap="magma", vmin=0, vmax=1)
+    show(axes[2, j], blob, "B(rM) (unused)" if j == 0 else None, cmap="magma", vmin=0, vmax=1)
 save(fig, "01_ratio")
 
 # %% [markdown]
 # ```{glue:figure} 01_ratio
 # :name: fig-01-ratio
 #
-# One face blended at four ratios. Middle: the boundary we use, $r\,B(M)$, a ring at every ratio.
-# Bottom: $B(rM)$ as LAA-Net's code computes it, a blob for $r \le 0.5$.
+# One face blended at four ratios. Middle: the boundary we use, $r\,B(M)$, a ring at every ratio
+# (LAA-Net's code uses $B(M)$, the same ring at full strength). Bottom: $B(rM)$, the boundary of the
+# scaled mask, a blob for $r \le 0.5$.
 # ```
 #
 # ## Blended images (BI) with a donor of another identity
@@ -293,7 +302,11 @@ save(fig, "01_bi")
 # and given the same photometric augmentation (RGB shift, HSV, brightness/contrast, JPEG 40-100),
 # resized to the profile's input size, with the mask and the targets. An item's randomness is a
 # pure function of `(seed, epoch, index)`, so any number of DataLoader workers produce the same
-# bytes.
+# bytes. With `geometric=True` (training: `geometric_aug=True`; off by default) it also applies
+# the geometric augmentation of SBI and LAA-Net's code: a random 5-24 px margin crop (at 256 px),
+# then a joint flip and one of a random crop (at least 86 % of each side), a rescaling (±15 %) or an
+# erased box (2-33 % of the area), each with probability one half, to both images and both masks
+# alike, before the targets are computed from the augmented mask.
 
 # %% tags=["hide-input"]
 from dfattn.data.datasets import collate_pairs

@@ -6,6 +6,11 @@ Every row is one change to a detector or its data, trained under the same profil
 data as its reference row, on each seed of the budget, then scored on the cross-manipulation and
 quality benchmarks of chapter 4 (:mod:`dfattn.protocol`). The table reports the mean and the
 spread (standard deviation over seeds; 0 with one seed).
+
+The training-data options of :class:`~dfattn.train.TrainConfig` (``targets``: LAA-Net's "paper" or
+"official" heatmap targets; ``geometric_aug``: SBI's margin crop and LAA-Net's geometric
+augmentation) can be changed for a whole grid (``run_ablations(..., data_options={...})``, which
+then trains into folders of their own), or compared row by row with :data:`DATA_ABLATIONS`.
 """
 
 from __future__ import annotations
@@ -55,29 +60,66 @@ ABLATIONS: tuple[Ablation, ...] = (
 )
 
 
+# The training-data fidelity options (not in the chapter's grid): each against "LAA-Net (E-FPN,
+# both heads)" to choose their defaults on validation.
+DATA_ABLATIONS: tuple[Ablation, ...] = (
+    Ablation("LAA-Net: official heatmap targets", "laanet", train={"targets": "official"}),
+    Ablation("LAA-Net: geometric augmentation", "laanet", train={"geometric_aug": True}),
+    Ablation("LAA-Net: official targets + geometric augmentation", "laanet",
+             train={"targets": "official", "geometric_aug": True}),
+)
+
+DATA_OPTIONS = {"targets": "paper", "geometric_aug": False}  # TrainConfig fields and their defaults
+
+
+def _data_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` checked against :data:`DATA_OPTIONS`, defaults dropped."""
+    options = dict(options or {})
+    unknown = set(options) - set(DATA_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown data options {sorted(unknown)}; known: {sorted(DATA_OPTIONS)}")
+    return {k: v for k, v in options.items() if v != DATA_OPTIONS[k]}
+
+
 def _profile(profile: Profile | str) -> Profile:
     return profile if isinstance(profile, Profile) else get_profile(profile)
 
 
 def ablation_config(row: Ablation, profile: Profile | str, seed: int, data: str = "synthetic",
-                    budget: AblationScale | None = None) -> TrainConfig:
-    """The run of ``row`` on ``seed``: the profile's ablation scale (``budget``: another one)."""
+                    budget: AblationScale | None = None, data_options: dict[str, Any] | None = None
+                    ) -> TrainConfig:
+    """The run of ``row`` on ``seed``: the profile's ablation scale (``budget``: another one).
+
+    ``data_options``: training-data fields of :data:`DATA_OPTIONS` (``targets``, ``geometric_aug``)
+    for every row; a row's own ``train`` overrides win."""
     profile = _profile(profile)
     budget = budget or profile.ablation
+    overrides = {**_data_options(data_options), **row.train}
     return TrainConfig(model=row.model, profile=profile, data=data, seed=seed, image_size=budget.image_size,
                        n_train=budget.n_train, n_val=budget.n_val, n_test=budget.n_test, epochs=budget.epochs,
-                       model_config=dict(row.model_config), progress=False, **row.train)
+                       model_config=dict(row.model_config), progress=False, **overrides)
+
+
+def _run_folder(row: Ablation, seed: int, data_options: dict[str, Any]) -> str:
+    """``<model>_<row>_s<seed>``, with the non-default grid-wide data options appended."""
+    suffix = "".join(f"_{_slug(f'{k}_{v}')}" for k, v in sorted(data_options.items()))
+    return f"{row.model}_{_slug(row.name)}{suffix}_s{seed}"
 
 
 def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, data: str = "synthetic",
-                  budget: AblationScale | None = None, **predict_kw: Any) -> pd.DataFrame:
+                  budget: AblationScale | None = None, data_options: dict[str, Any] | None = None,
+                  **predict_kw: Any) -> pd.DataFrame:
     """Train-or-load every (row, seed) and score it, at the profile's ablation scale
     (:class:`~dfattn.config.AblationScale`; ``budget``: another one). One table row per
     (ablation, seed) with the AUC on each held-out family, their ``mean``, ``sbi``, and ``quality``
     (mean AUC over the degradations at ``budget.quality_strength``). All rows of a seed are scored
-    on the same images, made once."""
+    on the same images, made once.
+
+    ``data_options`` (e.g. ``{"targets": "official"}``): training-data options for every row
+    (:func:`ablation_config`); runs with non-default ones go to folders named after them."""
     profile = _profile(profile)
     budget = budget or profile.ablation
+    options = _data_options(data_options)
     records = []
     strengths = {n: [DEGRADATIONS[n].grid[budget.quality_strength]] for n in DEGRADATIONS}
     plan = [(seed, list(rows)) for seed in budget.seeds]
@@ -87,8 +129,8 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
             continue
         models, minutes, config = {}, {}, None
         for row in seed_rows:
-            config = ablation_config(row, profile, seed, data, budget).resolved()
-            model, history = train(config, runs / f"{row.model}_{_slug(row.name)}_s{seed}")
+            config = ablation_config(row, profile, seed, data, budget, options).resolved()
+            model, history = train(config, runs / _run_folder(row, seed, options))
             models[row.name], minutes[row.name] = model, history["train_seconds"].sum() / 60
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
         test = face_splits(data, sizes, config.face_size, seed)["test"]
@@ -129,4 +171,5 @@ def as_text(summary: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "qua
     return out
 
 
-__all__ = ["ABLATIONS", "Ablation", "ablation_config", "as_text", "run_ablations", "summarise"]
+__all__ = ["ABLATIONS", "Ablation", "DATA_ABLATIONS", "DATA_OPTIONS", "ablation_config", "as_text",
+           "run_ablations", "summarise"]

@@ -13,7 +13,8 @@ backbone freeze: :data:`RECIPES`, the papers' settings) and any overrides. :clas
 - validates every epoch on pseudo-fakes of *held-out people* and, beside it, on the held-out
   manipulation families made from the same people (SBI validation AUC alone is a poor guide to
   what a detector does on other manipulations: chapter 3);
-- writes ``metrics.csv`` (one row per epoch), ``last.safetensors`` (weights, optimiser, scheduler,
+- writes ``metrics.csv`` (one row per epoch; with ``tensorboard=True`` also as TensorBoard scalars
+  in ``tensorboard/``), ``last.safetensors`` (weights, optimiser, scheduler,
   RNG and history: a resumed run ends with the same weights as an uninterrupted one) and
   ``best.safetensors`` (the weights selected on ``select_on``, with the operating point chosen on
   that epoch's validation pseudo-fakes: :func:`~dfattn.evaluate.choose_operating_point`);
@@ -48,6 +49,7 @@ from tqdm import tqdm
 from dfattn.config import Profile, get_device, get_profile, profile_from_env, seed_everything
 from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
+from dfattn.data.targets import check_targets_variant
 from dfattn.evaluate import OPERATING_RULES, binary_metrics, choose_operating_point, evaluate_frames, predict
 from dfattn.protocol import Materialised
 from dfattn.checkpoint import (FolderLock, jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state,
@@ -100,6 +102,8 @@ class TrainConfig:
     model_config: dict[str, Any] = field(default_factory=dict)  # detector config overrides
     data: str = "synthetic"  # see dfattn.data.sources
     blend: str = "sbi"  # pseudo-fakes: "sbi" or "bi"
+    targets: str = "paper"  # LAA-Net's heatmap targets: "paper" or "official" (data.targets)
+    geometric_aug: bool = False  # SBI margin crop + LAA-Net flip, crop/scale/erase (datasets.GeometricAugmentation)
     # image_size ... num_workers: None takes the profile's (config.TrainScale, same field names).
     image_size: int | None = None
     backbone: str | None = None
@@ -136,6 +140,7 @@ class TrainConfig:
     temperature_scaling: bool = False  # also fit a temperature on the same validation logits
     face_size: int | None = None  # side of the source faces (default: max(image size, 160))
     progress: bool = True
+    tensorboard: bool = False  # also log each metrics.csv row as TensorBoard scalars in <out>/tensorboard/
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` filled from the profile and the recipes."""
@@ -160,6 +165,7 @@ class TrainConfig:
     def validate(self) -> None:
         if self.blend not in ("sbi", "bi"):
             raise ValueError(f"blend must be 'sbi' or 'bi', got {self.blend!r}")
+        check_targets_variant(self.targets)
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("warmup_linear", "step", "constant"):
@@ -255,7 +261,8 @@ class Trainer:
             else None
 
         faces = faces or face_splits(c.data, SplitSizes(c.n_train, c.n_val, c.n_test), c.face_size, c.seed)
-        self.train_set = PseudoFakePairs(faces["train"], c.image_size, c.blend, train=True, seed=c.seed)
+        self.train_set = PseudoFakePairs(faces["train"], c.image_size, c.blend, train=True, seed=c.seed,
+                                         targets=c.targets, geometric=c.geometric_aug)
         pairs_per_rank = c.batch_size // 2 // self.dist.world
         if len(self.train_set) < pairs_per_rank * self.dist.world:
             raise ValueError(f"{len(self.train_set)} training faces make fewer pairs than one batch "
@@ -304,7 +311,8 @@ class Trainer:
         saved = header["train_config"]
         mine = jsonable(dataclasses.asdict(self.config))
         defaults = jsonable(dataclasses.asdict(TrainConfig()))  # a field newer than the checkpoint: its default
-        changed = {k for k in mine if k not in ("epochs", "progress", "num_workers", "device", "compile")
+        changed = {k for k in mine if k not in ("epochs", "progress", "num_workers", "device", "compile",
+                                                "tensorboard")
                    and mine[k] != saved.get(k, defaults.get(k))}
         if changed:
             raise ValueError(f"{path}: cannot resume, the run's config differs in {sorted(changed)} "
@@ -329,7 +337,7 @@ class Trainer:
         if self._val_sets is None:
             c = self.config
             sets = {"val": Materialised(PseudoFakePairs(self.val_faces, c.image_size, c.blend, train=False,
-                                                        seed=c.seed + 1))}
+                                                        seed=c.seed + 1, targets=c.targets))}
             if c.val_families:
                 benchmark = HeldOutFamilies(self.val_faces, c.image_size, seed=c.seed + 1)
                 self.families = benchmark.families
@@ -425,6 +433,27 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    _tensorboard: Any = None  # the SummaryWriter of config.tensorboard, opened at the first epoch logged
+
+    def _log_tensorboard(self, row: dict[str, Any]) -> None:
+        """With ``config.tensorboard``: the epoch's ``metrics.csv`` row as scalars at step = its
+        ``epoch`` column, in ``<out>/tensorboard/`` (tags: :func:`tensorboard_tag`), flushed at once."""
+        if not self.config.tensorboard:
+            return
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+            self._tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+        for column, value in row.items():
+            if column != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tensorboard.add_scalar(tensorboard_tag(column), value, global_step=row["epoch"])
+        self._tensorboard.flush()
+
+    def _close_tensorboard(self) -> None:
+        writer, self._tensorboard = self._tensorboard, None
+        if writer is not None:
+            writer.close()
+
     def fit(self, stop_after: int | None = None) -> pd.DataFrame:
         """Train from the current epoch to ``config.epochs`` (or only ``stop_after`` epochs, to
         simulate an interruption); returns the per-epoch metrics."""
@@ -434,7 +463,10 @@ class Trainer:
             if self.dist.main and (last.stat().st_mtime_ns if last.exists() else None) != self._last_seen:
                 raise ValueError(f"{self.out_dir}: another run wrote {last.name} after this one read the "
                                  f"folder; start this run again to resume from it")
-            return self._fit(stop_after)
+            try:
+                return self._fit(stop_after)
+            finally:
+                self._close_tensorboard()  # also after an exception: the events so far stay readable
 
     def _fit(self, stop_after: int | None) -> pd.DataFrame:
         c = self.config
@@ -468,6 +500,7 @@ class Trainer:
                                 self.optimizer, self.scheduler, rng=True)
                 self._last_seen = (self.out_dir / "last.safetensors").stat().st_mtime_ns
                 write_text_atomic(self.out_dir / "metrics.csv", pd.DataFrame(self.history).to_csv(index=False))
+                self._log_tensorboard(self.history[-1])
                 log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()
                                                      if isinstance(v, float)})
             else:
@@ -476,6 +509,14 @@ class Trainer:
                 dist.barrier()
             done += 1
         return pd.DataFrame(self.history)
+
+
+def tensorboard_tag(column: str) -> str:
+    """The TensorBoard tag of a ``metrics.csv`` column: the ``train_``, ``val_`` and ``family_``
+    prefixes become groups (``train_loss`` -> ``train/loss``, ``family_auc_face_swap`` ->
+    ``family/auc_face_swap``); other columns (``lr``) keep their name."""
+    prefix, sep, rest = column.partition("_")
+    return f"{prefix}/{rest}" if sep and rest and prefix in ("train", "val", "family") else column
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, **kwargs: Any) -> tuple[Detector, pd.DataFrame]:

@@ -11,6 +11,8 @@ Examples::
 
     dfattn-train --model laanet --profile cpu --out runs/laanet
     dfattn-train --model mat --data folder:../shared/data/real_faces --epochs 4 --out runs/mat_real
+    dfattn-train --model baseline --profile smoke --out runs/smoke_baseline --tensorboard
+    tensorboard --logdir runs        # every metrics.csv column, per epoch
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Sequence
 
 from dfattn.config import profile_from_env
@@ -79,6 +82,9 @@ def _train(args: argparse.Namespace) -> int:
     if len(history):
         last = history.iloc[-1]
         print(f"dfattn-train: {len(history)} epochs in {args.out}; last val AUC {last.get('val_auc', float('nan')):.4f}")
+    if config.tensorboard:
+        print(f"dfattn-train: TensorBoard events in {Path(args.out) / 'tensorboard'} "
+              f"(tensorboard --logdir {args.out})")
     return 0
 
 

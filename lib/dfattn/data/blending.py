@@ -176,7 +176,9 @@ class BlendResult:
 
     For LAA-Net's targets pass ``mask_unscaled`` and ``ratio`` to
     :func:`~dfattn.data.targets.laanet_targets` (the boundary ring of the soft mask, scaled by r);
-    passing ``mask`` instead gives the r-scaled boundary (for r <= 0.5 a filled blob, not a ring).
+    LAA-Net's released code makes its targets from the unscaled mask too, without the ratio
+    (``variant="official"``). Passing ``mask`` instead gives the boundary of ``r M`` (for
+    r <= 0.5 a filled blob, not a ring), which neither the paper nor the code uses.
     """
 
     real: np.ndarray

@@ -13,17 +13,29 @@ Tensors follow one convention for all models:
 
 The pair datasets return a real image and its own pseudo-fake together (as SBI and LAA-Net do, so
 every batch is balanced and each fake has its real twin); :func:`collate_pairs` flattens them.
+
+Two options of :class:`PseudoFakePairs` bring the training data closer to LAA-Net's released code;
+both are off by default (then the items are exactly those of earlier versions):
+
+- ``targets="official"``: the heatmap and consistency targets as that code makes them (uint8
+  boundary at image resolution, resized; many tied vulnerable points), see
+  :mod:`dfattn.data.targets`;
+- ``geometric=True``: SBI's random-margin crop and LAA-Net's joint flip plus one of crop, scale or
+  erasing, applied to both images and both masks before the targets are computed
+  (:class:`GeometricAugmentation`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import cached_property
+from typing import Any, Sequence
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from albumentations.augmentations.crops.transforms import BaseCrop
 from torch.utils.data import Dataset
 
 from dfattn.data.blending import NearestLandmarkIndex, SBIConfig, blend_images, self_blend
@@ -35,7 +47,7 @@ from dfattn.data.manipulations import (
     degrade_image,
     pick_donor,
 )
-from dfattn.data.targets import laanet_targets
+from dfattn.data.targets import check_targets_variant, laanet_targets
 
 Item = dict[str, torch.Tensor]
 
@@ -56,6 +68,113 @@ def pair_augmentation(jpeg: bool = True) -> A.Compose:
     if jpeg:
         ops.append(A.ImageCompression(quality_range=(40, 100), p=0.5))
     return A.Compose(ops, additional_targets={"fake": "image"}, seed=None)
+
+
+class KeepFractionCrop(BaseCrop):
+    """A random crop of random size: ``k`` % of each side cut, ``k`` uniform in ``0..max_percent``
+    (1 % steps, the same ``k`` for height and width, so a square stays square), at a uniformly
+    random position. With ``max_percent=14`` at least 86 % of each side is kept."""
+
+    def __init__(self, max_percent: int = 14, p: float = 1.0):
+        super().__init__(p=p)
+        if not 0 <= max_percent < 100:
+            raise ValueError(f"max_percent must be in [0, 100), got {max_percent}")
+        self.max_percent = int(max_percent)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        k = self.py_random.randint(0, self.max_percent)
+        ch, cw = max(1, h - round(h * k / 100)), max(1, w - round(w * k / 100))
+        y0, x0 = self.py_random.randint(0, h - ch), self.py_random.randint(0, w - cw)
+        return {"crop_coords": (x0, y0, x0 + cw, y0 + ch)}
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("max_percent",)
+
+
+GEOMETRIC_OPS = ("crop", "scale", "erase")
+
+
+@dataclass(frozen=True)
+class GeometricAugmentation:
+    """The geometric augmentation of LAA-Net's released code (training split only), after SBI's
+    random-margin crop, with the *same* parameters for the real image, the fake and both masks.
+
+    1. SBI's random-margin face crop (Shiohara & Yamasaki, CVPR 2022, §3), as LAA-Net's released
+       code applies it after blending: one margin drawn uniformly in ``margin`` pixels (at a
+       256-px crop; scaled with the image) is cut from all four sides of both images and the
+       masks;
+    2. LAA-Net's joint augmentation (LAA-Net §4.1; the parameters of its released code):
+       horizontal flip with ``flip_p``; then, with ``one_of_p``, one of
+       ``"crop"`` (:class:`KeepFractionCrop`: at most ``crop_percent`` % of each side cut),
+       ``"scale"`` (isotropic, ``1 +- scale_limit``; images bilinear, masks nearest, albumentations'
+       defaults) or ``"erase"`` (one constant-zero box of ``erase_area`` of the image, aspect
+       ``erase_ratio``, zeroed in the masks too: erasing is a dual transform).
+
+    :class:`PseudoFakePairs` applies it right after blending; then come the shared photometric
+    augmentation (JPEG included: in LAA-Net's code it follows the geometric steps too), the resize
+    to the input size (images) and the heatmap size (targets); the targets are computed from the
+    augmented mask, so the heatmap, consistency and mask targets move with the image. (LAA-Net's
+    code augments the boundary B itself; flips, crops, nearest-neighbour scaling and zero boxes
+    commute with ``B = 4 M (1 - M)``, so augmenting M and then computing B is the same.)
+
+    Args:
+        margin: inclusive pixel range at 256 px, or ``None`` for no margin crop.
+        ops: the transforms the "one of" step chooses among, uniformly (a subset of
+            :data:`GEOMETRIC_OPS`; e.g. ``("erase",)`` for tests and figures).
+    """
+
+    margin: tuple[int, int] | None = (5, 24)
+    flip_p: float = 0.5
+    one_of_p: float = 0.5
+    ops: tuple[str, ...] = GEOMETRIC_OPS
+    crop_percent: int = 14
+    scale_limit: float = 0.15
+    erase_area: tuple[float, float] = (0.02, 0.33)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ops) - set(GEOMETRIC_OPS)
+        if unknown or not self.ops:
+            raise ValueError(f"GeometricAugmentation.ops must be a non-empty subset of {GEOMETRIC_OPS}, "
+                             f"got {self.ops}")
+        if self.margin is not None and not 0 <= self.margin[0] <= self.margin[1]:
+            raise ValueError(f"GeometricAugmentation.margin must be (lo, hi) with 0 <= lo <= hi, "
+                             f"got {self.margin}")
+
+    @cached_property
+    def transform(self) -> A.Compose:
+        """The albumentations pipeline of step 2 (built once; seeded per item)."""
+        choices = {
+            "crop": lambda: KeepFractionCrop(self.crop_percent, p=1.0),
+            "scale": lambda: A.RandomScale(scale_limit=self.scale_limit, interpolation=cv2.INTER_LINEAR,
+                                           mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+            "erase": lambda: A.Erasing(scale=self.erase_area, ratio=self.erase_ratio, fill=0, fill_mask=0,
+                                       p=1.0),
+        }
+        ops = [A.HorizontalFlip(p=self.flip_p), A.OneOf([choices[op]() for op in self.ops], p=self.one_of_p)]
+        return A.Compose(ops, additional_targets={"fake": "image"}, seed=None)
+
+    def __call__(self, real: np.ndarray, fake: np.ndarray, masks: Sequence[np.ndarray],
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Augment a pair and its ``(H, W)`` masks alike; all randomness from ``rng``.
+
+        Returns:
+            ``(real, fake, masks)``, all of the same (new) height and width.
+        """
+        masks = list(masks)
+        if self.margin is not None:
+            h, w = real.shape[:2]
+            m = round(int(rng.integers(self.margin[0], self.margin[1] + 1)) * max(h, w) / 256)
+            m = min(m, (min(h, w) - 1) // 2)
+            if m > 0:
+                real, fake = real[m:h - m, m:w - m], fake[m:h - m, m:w - m]
+                masks = [mask[m:h - m, m:w - m] for mask in masks]
+        self.transform.set_random_seed(int(rng.integers(2**31)))
+        out = self.transform(image=np.ascontiguousarray(real), fake=np.ascontiguousarray(fake),
+                             masks=[np.ascontiguousarray(mask) for mask in masks])
+        return out["image"], out["fake"], list(out["masks"])
 
 
 def image_array(image: np.ndarray, size: int) -> np.ndarray:
@@ -100,6 +219,11 @@ class PseudoFakePairs(Dataset):
             only the blending itself is random, with a fixed seed per item).
         seed: base seed; an item's randomness is ``(seed, epoch, index)``.
         sbi_config: SBI hyper-parameters (:class:`~dfattn.data.blending.SBIConfig`).
+        targets: LAA-Net's heatmap/consistency targets, ``"paper"`` (default) or ``"official"``
+            (those of LAA-Net's released code; :func:`~dfattn.data.targets.laanet_targets`).
+        geometric: ``True`` (or a :class:`GeometricAugmentation`) for SBI's margin crop and
+            LAA-Net's joint flip + crop/scale/erasing of the images, the mask and the targets
+            (training only; it replaces the flip of the face before blending). Default off.
     """
 
     def __init__(
@@ -110,9 +234,18 @@ class PseudoFakePairs(Dataset):
         train: bool = True,
         seed: int = 0,
         sbi_config: SBIConfig | None = None,
+        targets: str = "paper",
+        geometric: bool | GeometricAugmentation | None = False,
     ):
         if method not in ("sbi", "bi"):
             raise ValueError(f"method must be 'sbi' or 'bi', got {method!r}")
+        self.targets = check_targets_variant(targets)
+        if geometric is True:
+            geometric = GeometricAugmentation()
+        if geometric not in (None, False) and not isinstance(geometric, GeometricAugmentation):
+            raise TypeError(f"geometric must be a bool or a GeometricAugmentation, "
+                            f"got {type(geometric).__name__}")
+        self.geometric = geometric if (train and geometric) else None
         self.faces = faces
         self.image_size = image_size
         self.heatmap_size = image_size // 4
@@ -140,17 +273,19 @@ class PseudoFakePairs(Dataset):
     def __getitem__(self, index: int) -> Item:
         rng = item_rng(self.seed, self.epoch if self.train else 0, index)
         face = self.faces[index]
-        if self.train:
-            face = _maybe_flip(face, rng)
+        if self.train and self.geometric is None:
+            face = _maybe_flip(face, rng)  # with geometric augmentation the flip is joint, after blending
         result = self._blend(face, rng)
-        real, fake, mask = result.real, result.fake, result.mask
+        real, fake, mask, unscaled = result.real, result.fake, result.mask, result.mask_unscaled
+        if self.geometric is not None:  # before the photometric step, as in LAA-Net's code
+            real, fake, (mask, unscaled) = self.geometric(real, fake, (mask, unscaled), rng)
         if self.augment is not None:
             self.augment.set_random_seed(int(rng.integers(2**31)))
             out = self.augment(image=real, fake=fake)
             real, fake = out["image"], out["fake"]
         S, h = self.image_size, self.heatmap_size
-        # B of the unscaled mask times the ratio: the ring of the true transition (targets.py).
-        heatmap, consistency, _ = laanet_targets(result.mask_unscaled, h, ratio=result.ratio)
+        # B of the unscaled mask ("paper": times the ratio, the ring of the true transition; see targets.py).
+        heatmap, consistency, _ = laanet_targets(unscaled, h, ratio=result.ratio, variant=self.targets)
         zeros = np.zeros((1, h, h), np.float32)
         arrays = {
             "image": np.stack([image_array(real, S), image_array(fake, S)]),

@@ -15,25 +15,45 @@ All three live at the heatmap resolution (a quarter of the input in LAA-Net: 96 
 
 Real images (no mask, or an all-zero one) get all-zero targets, as in LAA-Net's code.
 
-**Which mask.** SBI blends with ``r M`` (``r`` in {0.25, ..., 1}). B of ``r M`` is a ring only for
-``r = 1``: for ``r <= 0.5``, ``r M`` never reaches 0.5 and B becomes a filled blob.
-:func:`laanet_targets` computes B of the mask it is given; with ``ratio=r`` it treats the mask as
-the *unscaled* soft mask and returns ``r * 4 M (1 - M)``: the ring of the true transition, fainter
-for partial blends; the consistency target is then computed on the unscaled ring (its value does
-not depend on ``r``, and it is 0 away from the boundary for every ratio). We recommend the latter (pass ``BlendResult.mask_unscaled`` and
-``BlendResult.ratio``); passing ``BlendResult.mask`` without a ratio reproduces the blob, and
-``BlendResult.mask_unscaled`` without a ratio the full-strength ring for every ``r``.
+**Which mask.** SBI blends with ``r M`` (``r`` in {0.25, 0.5, 0.75, 1, 1, 1}). B of ``r M`` is a
+ring only for ``r = 1``: for ``r <= 0.5``, ``r M`` never reaches 0.5 and B becomes a filled blob.
+LAA-Net's released code does not use ``r M``: its blending step returns the *unscaled* soft mask
+``M`` for the targets, so its boundary is the full-strength ring ``4 M (1 - M)`` whatever the
+ratio. :func:`laanet_targets` computes B of the mask it is given; with ``ratio=r`` (the default
+variant) it treats the mask as the unscaled ``M`` and returns ``r * 4 M (1 - M)``: the same ring,
+fainter for partial blends; the consistency target is then computed on the unscaled ring (its
+value does not depend on ``r``, and it is 0 away from the boundary for every ratio). Pass
+``BlendResult.mask_unscaled`` and ``BlendResult.ratio``; ``BlendResult.mask_unscaled`` without a
+ratio gives the code's full-strength ring, ``BlendResult.mask`` the blob (neither paper nor code).
 
-Paper vs code choices (defaults first):
+**Variants** (``variant=``, :data:`TARGET_VARIANTS`):
 
-- vulnerable points on float B (ties are then rare) or, ``quantize=True``, on B truncated to
-  uint8 levels as LAA-Net's code stores it (many ties at the peak, 5-48 points per image);
+- ``"paper"`` (default): the formulas of LAA-Net's paper (§3.2) evaluated in float at heatmap
+  resolution: M area-averaged to the heatmap size, B in float (ties rare, so about one vulnerable
+  point per quadrant), the ring scaled by ``r`` (our choice), the relative run threshold below;
+- ``"official"``: the targets of LAA-Net's released code: B of the unscaled M at *image*
+  resolution, stored as uint8 (``255 B`` truncated), resized bilinearly (on the uint8 levels) to
+  the heatmap size; vulnerable points are every pixel at its quadrant's maximum uint8 level (many
+  ties); runs through a point are ``B > 128`` (of 255); no ratio scaling; C on the uint8 levels
+  (:func:`official_boundary`). The focal heatmap loss divides by the number of points, so this
+  variant weighs the heatmap term less against the classifier. Measured on SBI training pairs
+  (``benchmarks/targets_positives.py``): about 4 points per fake with ``"paper"``; with
+  ``"official"`` about 9 on 32-px heatmaps (160-px faces), 30 on 96-px heatmaps from 256-px
+  faces (about the crop size at which LAA-Net's code blends) and 47 from 384-px faces: the finer
+  the blending resolution, the more pixels share the peak level.
+
+Further paper-vs-code choices of the ``"paper"`` variant (defaults first):
+
+- vulnerable points on float B or, ``quantize=True``, on the heatmap-resolution B truncated to
+  uint8 levels (more ties at the peak; the ``"official"`` variant quantises at image resolution
+  before resizing instead, as the code does);
 - ``radius="centernet"``: the radius formula of the CenterNet/CornerNet code that LAA-Net calls
   (sigma 0.4-1.1 px on 96-px maps); ``radius="exact"``: the smallest corner offset that keeps
   IoU >= min_overlap, which the code's formula means to compute (about 3x smaller);
 - the run threshold is relative, ``B > 0.5 B(point)`` (the code's ``B > 128/255`` for peak-1
   boundaries), so that a boundary scaled by ``r`` gets the same sigmas;
-- Gaussians are cut at ``3 sigma`` from their centre (a disc; CenterNet cuts a square).
+- Gaussians are cut at ``3 sigma`` from their centre (a disc; CenterNet cuts a square), in both
+  variants.
 """
 
 from __future__ import annotations
@@ -45,18 +65,24 @@ import numpy as np
 
 __all__ = [
     "LAANetTargets",
+    "TARGET_VARIANTS",
     "blending_boundary",
+    "check_targets_variant",
     "consistency_target",
     "draw_gaussians",
     "gaussian_radius",
     "heatmap_target",
     "laanet_targets",
+    "official_boundary",
     "run_lengths",
     "vulnerable_points",
 ]
 
 Grid = tuple[int, int]
 RadiusVariant = Literal["centernet", "exact"]
+TargetsVariant = Literal["paper", "official"]
+TARGET_VARIANTS: tuple[str, ...] = ("paper", "official")
+OFFICIAL_RUN_LEVEL = 128  # LAA-Net's released code: runs through a point are B > 128 (uint8)
 
 
 class LAANetTargets(NamedTuple):
@@ -114,6 +140,29 @@ def blending_boundary(
     return np.clip(boundary, 0.0, 1.0, out=boundary)
 
 
+def official_boundary(mask: np.ndarray, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """B as LAA-Net's released code makes its targets from it: uint8 levels at heatmap resolution.
+
+    ``B = 4 M (1 - M)`` of the unscaled soft mask at the mask's own (image) resolution, stored as
+    uint8 (``255 B``, truncated), then resized bilinearly on those uint8 levels to ``size``
+    (the code warps it with the image's affine; for an axis-aligned crop this is a resize).
+
+    Args:
+        mask: ``(H, W)`` soft mask in [0, 1] (``BlendResult.mask_unscaled``; no ratio).
+        size: ``h`` or ``(h, w)``; ``None`` keeps the mask's resolution.
+
+    Returns:
+        ``(h, w)`` uint8, 0-255.
+    """
+    m = _check_mask(mask)
+    b = np.clip(4.0 * m * (1.0 - m) * 255.0, 0.0, 255.0).astype(np.uint8)  # truncation
+    if size is not None:
+        h, w = _size(size)
+        if b.shape != (h, w):
+            b = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+    return b
+
+
 def gaussian_radius(
     height: float | np.ndarray,
     width: float | np.ndarray,
@@ -153,7 +202,7 @@ def gaussian_radius(
 
 
 def _quantise(boundary: np.ndarray) -> np.ndarray:
-    """B as LAA-Net's code stores it: ``uint8(255 B) / 255`` (truncation)."""
+    """B truncated to uint8 levels, as LAA-Net's code stores it: ``uint8(255 B) / 255``."""
     return (boundary * 255.0).astype(np.uint8).astype(np.float32) / 255.0
 
 
@@ -166,7 +215,8 @@ def vulnerable_points(boundary: np.ndarray, grid: Grid = (2, 2), quantize: bool 
     """Every pixel equal to its cell's maximum of B, per cell of a ``grid`` (rows, cols) split.
 
     Cells whose maximum is 0 contribute nothing. With ``quantize``, B is first truncated to
-    uint8 levels (LAA-Net's code), which makes ties at the peak common.
+    uint8 levels (as LAA-Net's code stores B), which makes ties at the peak common. B may also
+    be given as uint8 levels (``dtype`` uint8, the ``"official"`` variant).
 
     Returns:
         ``(P, 2)`` int64 ``(x, y)`` pixel positions, cell by cell in raster order.
@@ -195,15 +245,22 @@ def _run_through(line: np.ndarray, at: np.ndarray) -> np.ndarray:
     return right - left - 1
 
 
-def run_lengths(boundary: np.ndarray, points: np.ndarray, threshold: float = 0.5
-                ) -> tuple[np.ndarray, np.ndarray]:
+def run_lengths(boundary: np.ndarray, points: np.ndarray, threshold: float = 0.5,
+                level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Vertical and horizontal run lengths of ``B > threshold * B(point)`` through each point.
 
+    Args:
+        level: an absolute level instead, the same for every point: runs of ``B > level``
+            (LAA-Net's code: ``B > 128`` on uint8 levels).
+
     Returns:
-        ``(heights, widths)``, each ``(P,)`` int64 >= 1.
+        ``(heights, widths)``, each ``(P,)`` int64 >= 1 (the point itself always counts).
     """
     xs, ys = points[:, 0], points[:, 1]
-    level = threshold * boundary[ys, xs]  # (P,)
+    if level is None:
+        level = threshold * boundary[ys, xs]  # (P,)
+    else:
+        level = np.full(len(points), float(level))
     rows = boundary[ys] > level[:, None]  # (P, W)
     cols = boundary[:, xs].T > level[:, None]  # (P, H)
     return _run_through(cols, ys), _run_through(rows, xs)
@@ -318,6 +375,30 @@ def consistency_target(
     return out
 
 
+def check_targets_variant(variant: str) -> str:
+    """``variant`` if it is one of :data:`TARGET_VARIANTS`, else ``ValueError``."""
+    if variant not in TARGET_VARIANTS:
+        raise ValueError(f"unknown LAA-Net targets variant {variant!r}; "
+                         f"use one of {TARGET_VARIANTS}")
+    return variant
+
+
+def _official_targets(mask: np.ndarray, size: tuple[int, int], grid: Grid, min_overlap: float,
+                      radius: RadiusVariant) -> LAANetTargets:
+    """The ``"official"`` variant of :func:`laanet_targets` (see the module docstring)."""
+    levels = official_boundary(mask, size)  # (h, w) uint8
+    if not levels.any():
+        zeros = np.zeros(size, np.float32)
+        return LAANetTargets(zeros, zeros.copy(), zeros.copy())
+    points = vulnerable_points(levels, grid)  # every pixel at its quadrant's maximum level
+    heights, widths = run_lengths(levels, points, level=OFFICIAL_RUN_LEVEL)
+    sigmas = gaussian_radius(heights, widths, min_overlap, radius) / 3.0
+    heatmap = draw_gaussians(size, points, np.maximum(sigmas, 1e-3))
+    boundary = levels.astype(np.float32) * np.float32(1 / 255)
+    consistency = consistency_target(boundary, points, grid)
+    return LAANetTargets(heatmap, consistency, boundary)
+
+
 def laanet_targets(
     mask: np.ndarray | None,
     heatmap_size: int | tuple[int, int],
@@ -326,24 +407,33 @@ def laanet_targets(
     quantize: bool = False,
     min_overlap: float = 0.7,
     radius: RadiusVariant = "centernet",
+    variant: TargetsVariant = "paper",
 ) -> LAANetTargets:
     """Heatmap, consistency and boundary targets of one image at heatmap resolution.
 
     Args:
         mask: the blending mask at image resolution, or ``None`` for a real image. With
-            ``ratio``: the unscaled soft mask (``BlendResult.mask_unscaled``).
+            ``ratio`` or ``variant="official"``: the unscaled soft mask
+            (``BlendResult.mask_unscaled``).
         heatmap_size: ``h`` or ``(h, w)``.
         ratio: the blend ratio ``r``; B becomes ``r * 4 M (1 - M)`` (see module docstring).
-        grid, quantize, min_overlap, radius: see :func:`heatmap_target`.
+            Not used by the ``"official"`` variant (LAA-Net's code does not scale B by ``r``).
+        grid, quantize, min_overlap, radius: see :func:`heatmap_target` (``quantize``: the
+            ``"paper"`` variant only; the ``"official"`` one always works on uint8 levels).
+        variant: ``"paper"`` (float B at heatmap resolution) or ``"official"`` (LAA-Net's
+            released code: uint8 B at image resolution, resized; see the module docstring).
 
     Returns:
         :class:`LAANetTargets` ``(heatmap, consistency, boundary)``, each ``(h, w)`` float32;
         all zeros for a real image.
     """
+    check_targets_variant(variant)
     size = _size(heatmap_size)
     if mask is None or not np.any(mask):
         zeros = np.zeros(size, np.float32)
         return LAANetTargets(zeros, zeros.copy(), zeros.copy())
+    if variant == "official":
+        return _official_targets(mask, size, grid, min_overlap, radius)
     boundary = blending_boundary(mask, ratio, size)
     points = vulnerable_points(boundary, grid, quantize)
     heatmap = heatmap_target(boundary, None, grid, quantize, min_overlap, radius, points)
