@@ -47,7 +47,11 @@ __all__ = [
     "METRICS",
     "OPERATING_METRICS",
     "OPERATING_RULES",
+    "BOOTSTRAP_METRICS",
     "OperatingPoint",
+    "bootstrap_metrics",
+    "paired_bootstrap",
+    "rate_interval",
     "choose_operating_point",
     "expected_calibration_error",
     "fit_temperature",
@@ -546,3 +550,96 @@ def choose_operating_point(labels: Any, logits: Any, rule: str = "balanced_acc",
         temperature=fit_temperature(y, z) if temperature_scaling else 1.0, on=on,
         n=int(y.size), n_fake=int(y.sum()), fpr=float(fpr[i]), tpr=float(tpr[i]),
         balanced_acc=float(0.5 * (tpr[i] + 1.0 - fpr[i])))
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty: bootstrap intervals
+# --------------------------------------------------------------------------------------------
+
+BOOTSTRAP_METRICS = ("auc", "ap", "eer", "tpr_at_fpr_5", "tpr_at_fpr_1")
+
+
+def _metric(name: str, y: np.ndarray, s: np.ndarray) -> float:
+    if name == "auc":
+        return float(roc_auc_score(y, s))
+    if name == "ap":
+        return float(average_precision_score(y, s))
+    if name == "eer":
+        return equal_error_rate(y, s)
+    if name.startswith("tpr_at_fpr_"):
+        return tpr_at_fpr(y, s, float(name.rsplit("_", 1)[1]) / 100)
+    raise ValueError(f"unknown metric {name!r}: choose from {BOOTSTRAP_METRICS} (or tpr_at_fpr_<percent>)")
+
+
+def _resamples(y: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Index arrays of stratified bootstrap resamples: the reals and the fakes are each drawn with
+    replacement at their own count, so every resample has both classes in the original numbers."""
+    rng = np.random.default_rng(seed)
+    reals, fakes = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    for _ in range(n_boot):
+        yield np.concatenate([rng.choice(reals, reals.size), rng.choice(fakes, fakes.size)])
+
+
+def bootstrap_metrics(labels: Any, scores: Any, metrics: Sequence[str] = BOOTSTRAP_METRICS,
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Each metric of P(fake) ``scores`` with a percentile bootstrap interval.
+
+    Resampling is stratified by class (:func:`_resamples`), the usual choice for ROC metrics of a
+    fixed test set (the numbers of reals and fakes are part of its design). Deterministic under
+    ``seed``. With few test images the interval is wide: report it.
+
+    Returns:
+        One row per metric, columns ``value`` (on all the data), ``low``, ``high`` (the
+        ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles over ``n_boot`` resamples), ``n``
+        and ``n_fake``.
+    """
+    y, s = _check_binary(labels, scores)
+    if y.min() == y.max():
+        raise ValueError("bootstrap intervals need both real and fake samples")
+    values = np.array([[_metric(m, y[i], s[i]) for m in metrics] for i in _resamples(y, n_boot, seed)])
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return pd.DataFrame({"value": [_metric(m, y, s) for m in metrics], "low": low, "high": high,
+                         "n": y.size, "n_fake": int(y.sum())}, index=pd.Index(list(metrics), name="metric"))
+
+
+def paired_bootstrap(labels: Any, scores_a: Any, scores_b: Any, metrics: Sequence[str] = BOOTSTRAP_METRICS,
+                     n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """The difference ``metric(a) - metric(b)`` of two detectors scored on the *same* images, with
+    a paired percentile bootstrap interval (both detectors see the same resample each time, so
+    what the images have in common cancels out). An interval that contains 0 means the data do
+    not tell the two apart.
+
+    Returns:
+        One row per metric, columns ``a``, ``b``, ``difference``, ``low``, ``high``,
+        ``p_below_zero`` (the share of resamples where a did worse than b; for ``eer``, where
+        lower is better, a worse ``a`` is a positive difference), ``n``.
+    """
+    y, a = _check_binary(labels, scores_a)
+    _, b = _check_binary(labels, scores_b)
+    if y.min() == y.max():
+        raise ValueError("bootstrap intervals need both real and fake samples")
+    diffs = np.array([[_metric(m, y[i], a[i]) - _metric(m, y[i], b[i]) for m in metrics]
+                      for i in _resamples(y, n_boot, seed)])
+    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    va = np.array([_metric(m, y, a) for m in metrics])
+    vb = np.array([_metric(m, y, b) for m in metrics])
+    return pd.DataFrame({"a": va, "b": vb, "difference": va - vb, "low": low, "high": high,
+                         "p_below_zero": (diffs < 0).mean(0), "n": y.size},
+                        index=pd.Index(list(metrics), name="metric"))
+
+
+def rate_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``successes / trials`` (e.g. a false-positive rate on a
+    group of real faces): better than the normal approximation for small counts and rates near
+    0. ``(nan, nan)`` for no trials."""
+    from scipy.stats import norm
+
+    if trials <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials], got {successes} of {trials}")
+    z = float(norm.ppf((1 + level) / 2))
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -1,0 +1,71 @@
+"""Bootstrap intervals and rate intervals: known answers on hand-made scores."""
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from dfattn.evaluate import bootstrap_metrics, paired_bootstrap, rate_interval
+
+
+def _gaussian(n: int, d: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(n, int), np.ones(n, int)]
+    z = np.r_[rng.normal(0, 1, n), rng.normal(d, 1, n)]
+    return y, 1 / (1 + np.exp(-z))
+
+
+def test_perfect_separation_has_a_degenerate_interval():
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    s = np.r_[np.linspace(0.0, 0.4, 20), np.linspace(0.6, 1.0, 20)]
+    table = bootstrap_metrics(y, s, n_boot=200)
+    assert tuple(table.loc["auc", ["value", "low", "high"]]) == (1.0, 1.0, 1.0)
+    assert tuple(table.loc["eer", ["value", "low", "high"]]) == (0.0, 0.0, 0.0)
+    assert table.loc["auc", "n"] == 40 and table.loc["auc", "n_fake"] == 20
+
+
+def test_the_auc_interval_covers_the_true_auc_and_has_the_expected_width():
+    d = 1.0
+    true_auc = norm.cdf(d / np.sqrt(2))  # binormal scores, unit variances
+    y, s = _gaussian(1000, d)
+    table = bootstrap_metrics(y, s, metrics=("auc",), n_boot=400, seed=1)
+    low, high = table.loc["auc", ["low", "high"]]
+    assert low < true_auc < high
+    # Hanley & McNeil (1982) standard error of the AUC, as a check on the width
+    a, n = true_auc, 1000
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n - 1) * (q1 - a * a) + (n - 1) * (q2 - a * a)) / (n * n))
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.25)
+    # a quarter of the data: about twice as wide
+    y4, s4 = _gaussian(250, d, seed=2)
+    t4 = bootstrap_metrics(y4, s4, metrics=("auc",), n_boot=400, seed=1)
+    assert 1.5 < (t4.loc["auc", "high"] - t4.loc["auc", "low"]) / (high - low) < 2.7
+
+
+def test_bootstrap_is_deterministic_under_its_seed():
+    y, s = _gaussian(100, 0.5)
+    first = bootstrap_metrics(y, s, n_boot=100, seed=3)
+    assert first.equals(bootstrap_metrics(y, s, n_boot=100, seed=3))
+    assert not first.equals(bootstrap_metrics(y, s, n_boot=100, seed=4))
+
+
+def test_paired_differences():
+    y, a = _gaussian(300, 1.5)
+    same = paired_bootstrap(y, a, a, n_boot=100)
+    assert (same[["difference", "low", "high"]] == 0).all().all()
+    rng = np.random.default_rng(5)
+    b = 1 / (1 + np.exp(-(np.log(a / (1 - a)) + rng.normal(0, 2, a.size))))  # a plus noise: worse
+    diff = paired_bootstrap(y, a, b, metrics=("auc", "eer"), n_boot=300)
+    assert diff.loc["auc", "low"] > 0 and diff.loc["auc", "p_below_zero"] < 0.025
+    assert diff.loc["eer", "high"] < 0  # a's error rate is lower
+    assert diff.loc["auc", "difference"] == pytest.approx(diff.loc["auc", "a"] - diff.loc["auc", "b"])
+    with pytest.raises(ValueError, match="both real and fake"):
+        paired_bootstrap([1, 1], [0.1, 0.2], [0.3, 0.4])
+
+
+def test_wilson_interval_known_values():
+    assert rate_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert rate_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert rate_interval(10, 10)[1] == pytest.approx(1.0)
+    assert all(np.isnan(rate_interval(0, 0)))
+    with pytest.raises(ValueError):
+        rate_interval(11, 10)
