@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q torch torchvision
 	$(PY) -m pip install -q -e ".[book,test]"
+	$(PY) -m pip install -q --no-deps "facenet-pytorch==2.6.0" "mediapipe==0.10.21" && $(PY) -m pip install -q absl-py "flatbuffers>=2.0" protobuf attrs requests || echo "warning: the optional face detectors (mtcnn, mediapipe) did not install"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -2,7 +2,8 @@
 
 For each :class:`~dfattn.data.public.VideoRecord`: sample ``frames_per_video`` frames evenly
 (:func:`~dfattn.data.video.sample_frames`, 32 as in LAA-Net's released test configuration), find the largest face and its 68 landmarks in each frame offline
-(:func:`~dfattn.data.folder.detect_landmarks`: dlib HOG + 68-point predictor), crop it
+(:func:`~dfattn.data.folder.detect_landmarks`: dlib HOG + 68-point predictor by default; the
+``detector`` option picks a CNN face detector, :mod:`dfattn.data.detectors`), crop it
 (:func:`~dfattn.data.folder.crop_face`) and save crop and landmarks. Output layout::
 
     <out>/
@@ -45,6 +46,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dfattn.data.public import VideoRecord
+from dfattn.data.detectors import check_detector, load_detector
 from dfattn.data.folder import crop_face, detect_landmarks
 from dfattn.data.preprocessed import INDEX_FILE
 from dfattn.data.video import sample_frames
@@ -151,9 +153,22 @@ def _is_done(marker: dict | None, record: VideoRecord, settings: dict) -> bool:
             and marker.get("source") == {"path": str(record.path), **_source_stamp(record.path)})
 
 
+def _settings(frames_per_video: int, size: int, margin: float, detector: str) -> dict:
+    """The settings a ``done.json`` records (the detector only when it is not the default, so
+    that markers written before it was an option still match)."""
+    settings = {"frames_per_video": frames_per_video, "size": size, "margin": margin}
+    if detector != "dlib":
+        settings["detector"] = detector
+    return settings
+
+
 def process_video(record: VideoRecord, out_dir: str | os.PathLike, frames_per_video: int = 32,
-                  size: int = 317, margin: float = 0.125) -> dict:
+                  size: int = 317, margin: float = 0.125, detector: str = "dlib") -> dict:
     """Crop the faces of one video into ``<out_dir>/<video_id>/`` and write its ``done.json``.
+
+    ``detector`` is the face detector (:data:`~dfattn.data.detectors.FACE_DETECTORS`); the
+    ``detector`` column of the index rows is the route that found each face (``"hog"``,
+    ``"mtcnn"``, ...).
 
     Returns:
         The marker: ``status`` (``"ok"``, ``"no_face"`` or ``"unreadable"``), ``rows`` (the
@@ -165,7 +180,7 @@ def process_video(record: VideoRecord, out_dir: str | os.PathLike, frames_per_vi
     (folder / MARKER_FILE).unlink(missing_ok=True)  # first: a crash below must not look done
     for old in (*folder.glob("*.png"), *folder.glob("*.npy")):  # leftovers of other settings
         old.unlink()
-    settings = {"frames_per_video": frames_per_video, "size": size, "margin": margin}
+    settings = _settings(frames_per_video, size, margin, detector)
     marker = {
         "version": MARKER_VERSION,
         "settings": settings,
@@ -181,7 +196,7 @@ def process_video(record: VideoRecord, out_dir: str | os.PathLike, frames_per_vi
         return marker
     marker["frames_tried"] = len(indices)
     for index, frame in zip(indices.tolist(), frames):
-        detection = detect_landmarks(frame)
+        detection = detect_landmarks(frame, detector)
         if detection.landmarks is None:
             marker["frames_without_face"].append(index)
             continue
@@ -203,7 +218,7 @@ def process_video(record: VideoRecord, out_dir: str | os.PathLike, frames_per_vi
     return marker
 
 
-def _work(task: tuple[VideoRecord, str, int, int, float]) -> dict:
+def _work(task: tuple[VideoRecord, str, int, int, float, str]) -> dict:
     """Pool entry point (module level so that spawned workers can import it)."""
     return process_video(*task)
 
@@ -257,7 +272,8 @@ def _report(markers: Sequence[dict], out_dir: Path, processed: int) -> Preproces
 
 def preprocess(records: Iterable[VideoRecord], out_dir: str | os.PathLike,
                frames_per_video: int = 32, size: int = 317, margin: float = 0.125,
-               workers: int = 1, resume: bool = True, verbose: bool = True) -> PreprocessReport:
+               workers: int = 1, resume: bool = True, verbose: bool = True,
+               detector: str = "dlib") -> PreprocessReport:
     """Face crops and landmarks of ``frames_per_video`` frames of every video (module docstring).
 
     Args:
@@ -270,13 +286,17 @@ def preprocess(records: Iterable[VideoRecord], out_dir: str | os.PathLike,
         workers: processes working on different videos.
         resume: skip videos whose ``done.json`` matches these settings and the source file.
         verbose: show a progress bar and print the report.
+        detector: the face detector, ``"dlib"`` (default), ``"mtcnn"`` or ``"mediapipe"``
+            (:mod:`dfattn.data.detectors`); a video done with another detector is redone.
 
     Returns:
         The :class:`PreprocessReport`, also written to ``<out_dir>/report.json``.
 
     Raises:
-        ValueError: two records share a ``video_id``, or bad settings.
+        ValueError: two records share a ``video_id``, or bad settings (an unknown detector).
+        DetectorUnavailable: the detector's package is not installed (an ``ImportError``).
     """
+    check_detector(detector)
     records = list(records)
     if frames_per_video < 1 or size < 8 or margin < 0 or workers < 1:
         raise ValueError(f"need frames_per_video >= 1, size >= 8, margin >= 0, workers >= 1; got "
@@ -287,7 +307,7 @@ def preprocess(records: Iterable[VideoRecord], out_dir: str | os.PathLike,
         raise ValueError(f"video ids listed more than once: {twice[:5]}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"frames_per_video": frames_per_video, "size": size, "margin": margin}
+    settings = _settings(frames_per_video, size, margin, detector)
 
     markers: dict[str, dict] = {}
     todo = []
@@ -297,7 +317,9 @@ def preprocess(records: Iterable[VideoRecord], out_dir: str | os.PathLike,
         if _is_done(marker, record, settings):
             markers[record.video_id] = marker
         else:
-            todo.append((record, str(out_dir), frames_per_video, size, margin))
+            todo.append((record, str(out_dir), frames_per_video, size, margin, detector))
+    if todo:
+        load_detector(detector)  # a missing package fails here, before any worker starts
 
     bar = tqdm(total=len(todo), desc="videos", unit="video", disable=not verbose or not todo)
     if workers > 1 and len(todo) > 1:

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from dfattn.config import Profile, get_device, get_profile, profile_from_env, seed_everything
 from dfattn.data.datasets import HeldOutFamilies, PseudoFakePairs, collate_pairs, loader_kwargs
 from dfattn.data.sources import SplitSizes, face_splits
+from dfattn.data.detectors import check_detector
 from dfattn.data.targets import check_targets_variant
 from dfattn.evaluate import OPERATING_RULES, binary_metrics, choose_operating_point, evaluate_frames, predict
 from dfattn.protocol import Materialised
@@ -101,6 +102,7 @@ class TrainConfig:
     profile: str | Profile | None = None
     model_config: dict[str, Any] = field(default_factory=dict)  # detector config overrides
     data: str = "synthetic"  # see dfattn.data.sources
+    face_detector: str = "dlib"  # finds the faces of folder: data ("dlib", "mtcnn", "mediapipe")
     blend: str = "sbi"  # pseudo-fakes: "sbi" or "bi"
     targets: str = "paper"  # LAA-Net's heatmap targets: "paper" or "official" (data.targets)
     geometric_aug: bool = False  # SBI margin crop + LAA-Net flip, crop/scale/erase (datasets.GeometricAugmentation)
@@ -166,6 +168,7 @@ class TrainConfig:
         if self.blend not in ("sbi", "bi"):
             raise ValueError(f"blend must be 'sbi' or 'bi', got {self.blend!r}")
         check_targets_variant(self.targets)
+        check_detector(self.face_detector)
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("warmup_linear", "step", "constant"):
@@ -260,7 +263,8 @@ class Trainer:
         self.amp = torch.bfloat16 if (c.amp == "bf16" or (c.amp == "auto" and self.device.type == "cuda")) \
             else None
 
-        faces = faces or face_splits(c.data, SplitSizes(c.n_train, c.n_val, c.n_test), c.face_size, c.seed)
+        faces = faces or face_splits(c.data, SplitSizes(c.n_train, c.n_val, c.n_test), c.face_size, c.seed,
+                                     detector=c.face_detector)
         self.train_set = PseudoFakePairs(faces["train"], c.image_size, c.blend, train=True, seed=c.seed,
                                          targets=c.targets, geometric=c.geometric_aug)
         pairs_per_rank = c.batch_size // 2 // self.dist.world

@@ -27,27 +27,7 @@ from dfattn.data.folder import list_images, read_image
 from dfattn.data.labelled import LabelledFolder
 from dfattn.data.synthetic import SyntheticFaces
 
-SMALL = ["--profile", "smoke", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--batch-size", "8",
-         "--num-workers", "0", "--no-progress", "--no-val-families", "--face-size", "64"]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """One-epoch smoke checkpoints of the three detectors."""
-    root = tmp_path_factory.mktemp("runs")
-    out = {}
-    for model in ("baseline", "laanet", "mat"):
-        assert train_cli.main(["--model", model, "--epochs", "1", "--out", str(root / model), *SMALL]) == 0
-        out[model] = root / model / "best.safetensors"
-    return out
-
-
-@pytest.fixture(scope="module")
-def face_png(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("faces") / "face.png"
-    face = SyntheticFaces(1, 160, seed=5, first_identity=3_000_000)[0].image
-    cv2.imwrite(str(path), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
-    return path
+from conftest import SMALL  # and the fixtures runs (one-epoch smoke checkpoints) and face_png
 
 
 def _raw(path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -116,7 +96,7 @@ def test_overlays_of_inputs_that_share_a_stem_do_not_overwrite_each_other(runs, 
         (tmp_path / sub / "face.png").write_bytes(face_png.read_bytes())
     out = tmp_path / "d"
     assert detect_cli.main([str(runs["laanet"]), str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.glob("*.png")) == ["a__face_png_heatmap.png", "b__face_png_heatmap.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a__face_png_overlay.png", "b__face_png_overlay.png"]
 
 
 # -- one-line errors instead of tracebacks -----------------------------------------------------------
@@ -132,7 +112,7 @@ def test_detect_skips_a_missing_video_and_an_image_above_the_pixel_limit(runs, f
     table = pd.read_csv(tmp_path / "d" / "detections.csv")
     assert table["error"].fillna("").str.contains("no such file").sum() == 1
     assert table["error"].fillna("").str.contains("cannot decode image").sum() == 1
-    assert "1 faces scored, 2 skipped" in capsys.readouterr().out
+    assert "1 faces scored in 1 pictures, 2 skipped" in capsys.readouterr().out
 
 
 def test_a_labelled_folder_skips_and_counts_an_image_above_the_pixel_limit(tmp_path):

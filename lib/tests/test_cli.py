@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -56,9 +57,12 @@ def test_train_evaluate_detect_on_the_built_in_data(tmp_path, capsys):
     scored = table.dropna(subset=["prob"])
     assert len(scored) == 4 and scored["prob"].between(0, 1).all()
     assert np.allclose(scored["prob"], 1 / (1 + np.exp(-scored["logit"])))
-    assert (det / "face_heatmap.png").exists()
+    assert (det / "face_overlay.png").exists() and len(list(det.glob("clip_f*_overlay.png"))) == 3
+    assert set(scored["decision"]) <= {"real", "fake"} and (scored["face"] == 0).all()
     printed = capsys.readouterr().out
-    assert "clip.avi: P(fake) =" in printed and "4 faces scored, 1 skipped" in printed
+    assert re.search(r"clip.avi: (real|fake) \(P\(fake\) = [0-9.]+; mean logit of 3/3 frames", printed)
+    assert "4 faces scored in 4 pictures, 1 skipped" in printed
+    assert "dfattn-detect: threshold P(fake) = " in printed and "val pseudo-fakes" in printed
 
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):

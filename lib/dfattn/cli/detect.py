@@ -1,18 +1,25 @@
-"""``dfattn-detect``: P(fake) of the face in an image, in every image of a folder, or in a video.
+"""``dfattn-detect``: is each face in an image, a folder of images or a video real or fake?
 
-Each image (or each of ``--frames`` evenly spaced video frames) goes through the offline dlib
-detector; the largest face is cropped around its 68 landmarks, resized to the model's input and
-scored. A video's probability is the sigmoid of the mean frame logit (the papers' video-level
-protocol). Prints one line per input and writes ``OUT/detections.csv`` row by row as faces are
-scored (an interruption keeps every row written); for a detector with an attention map of its own
-(LAA-Net's heatmap, MAT's attention), the map is drawn over each face as
-``OUT/<name>_heatmap.png`` (``<name>`` is the file's stem, or its path below the inputs' common
-folder with ``__`` for ``/`` where two inputs share a stem)::
+Every face the face detector finds (``--face-detector``: dlib's HOG detector by default, or the
+CNN detectors MTCNN and MediaPipe) is cropped around its 68 landmarks, resized to the model's
+input and scored: one row per face in ``OUT/detections.csv``, with its box. An image's (or a
+video frame's) score is the highest of its faces' (``--image-score max``, SBI's rule: one fake
+face makes a fake picture) or that of its largest face (``largest``). A video's score is the mean
+of its frame scores (logits), through the sigmoid: the papers' video-level protocol.
+
+Each score is a decision: ``fake`` when P(fake) is at least the checkpoint's operating point
+(chosen on validation by dfattn-train and stored in its header; 0.5 for a checkpoint without
+one), ``real`` below it, or ``uncertain`` within ``--uncertain`` of it; ``--threshold`` sets
+another. The threshold used is printed. ``OUT/<name>_overlay.png`` draws each face's box, decision
+and P(fake) over the picture, with the detector's own attention map in the face's crop where it
+has one (LAA-Net's heatmap, MAT's attention). ``<name>`` is the file's stem, or its path below the
+inputs' common folder with ``__`` for ``/`` where two inputs share a stem::
 
     dfattn-detect runs/laanet/best.safetensors photo.jpg faces/ clip.mp4 --out detections
 
-Unreadable images, missing or damaged videos and images without a face are skipped, counted and
-named; the exit code is 0 when at least one face was scored, 1 otherwise, 130 on Ctrl-C.
+Rows are written and flushed as faces are scored (an interruption keeps them). Unreadable
+images, missing or damaged videos and images without a face are skipped, counted and named; the
+exit code is 0 when at least one face was scored, 1 otherwise, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -34,12 +41,36 @@ from tqdm import tqdm
 
 from dfattn.cli.common import load_for_use, margin, output_folder, positive_int, run_tool
 from dfattn.config import get_device
-from dfattn.data.folder import crop_face, detect_landmarks, list_images, read_image
-from dfattn.evaluate import fake_logit, video_level
+from dfattn.data.detectors import load_detector as load_face_detector
+from dfattn.data.folder import FACE_DETECTORS, crop_face, detect_faces, list_images, read_image
+from dfattn.evaluate import OperatingPoint, fake_logit, video_level
 from dfattn.plotting import heat_overlay
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+IMAGE_SCORES = ("max", "largest")
 log = logging.getLogger("dfattn-detect")
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold on P(fake) is in (0, 1), got {value:g}")
+    return value
+
+
+def band(text: str) -> float:
+    """argparse type: the half-width of the uncertain band, in [0, 0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"the uncertain band is a share of probability in [0, 0.5), got {value:g}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,12 +78,21 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a trained detector (best.safetensors)")
     p.add_argument("inputs", nargs="+", help="images, folders of images, or videos")
-    p.add_argument("--out", default="detections", help="folder for detections.csv and heatmaps")
+    p.add_argument("--out", default="detections", help="folder for detections.csv and the overlays")
     p.add_argument("--frames", type=positive_int, default=32, help="frames per video (32)")
     p.add_argument("--margin", type=margin, default=0.2,
                    help="face crop margin, a share of the face box in [0, 1] (as in training on folders)")
+    p.add_argument("--face-detector", choices=FACE_DETECTORS, default=FACE_DETECTORS[0],
+                   help=f"face detector ({FACE_DETECTORS[0]})")
+    p.add_argument("--image-score", choices=IMAGE_SCORES, default="max",
+                   help="an image's score: its most fake face's (max, SBI's rule) or its largest face's")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="call fake at P(fake) >= this (default: the checkpoint's operating point)")
+    p.add_argument("--uncertain", type=band, default=0.0, metavar="BAND",
+                   help="call uncertain within BAND of the threshold (e.g. 0.1; default 0: off)")
     p.add_argument("--flip-tta", action="store_true")
-    p.add_argument("--no-heatmaps", action="store_true", help="do not write the overlay PNGs")
+    p.add_argument("--no-overlays", "--no-heatmaps", dest="no_overlays", action="store_true",
+                   help="do not write the overlay PNGs")
     p.add_argument("--device", default=None)
     return p
 
@@ -116,12 +156,72 @@ def _own_map(model, x: torch.Tensor) -> np.ndarray | None:
     return heat
 
 
-COLUMNS = ("source", "frame", "logit", "prob", "error")
+COLUMNS = ("source", "frame", "face", "x0", "y0", "x1", "y1", "logit", "prob", "decision", "error")
+COLOURS = {"fake": (230, 40, 40), "real": (40, 180, 60), "uncertain": (240, 170, 0)}  # RGB
+
+
+def _crop_to_image(face_lm: np.ndarray, image_lm: np.ndarray) -> np.ndarray:
+    """The ``2 x 3`` affine map from crop pixels to image pixels. :func:`crop_face` scales and
+    shifts (no rotation), so the scale is the ratio of the landmarks' spreads and the shift the
+    difference of their means."""
+    k = float(image_lm.std(0).mean() / max(face_lm.std(0).mean(), 1e-6))
+    t = image_lm.mean(0) - k * face_lm.mean(0)
+    return np.array([[k, 0.0, t[0]], [0.0, k, t[1]]], np.float32)
+
+
+class Overlay:
+    """The picture with each face's box, decision and P(fake), and the detector's own map
+    warped back into the face's crop."""
+
+    def __init__(self, image: np.ndarray):
+        self.image = image.copy()
+        self.labels: list[tuple[tuple[float, ...], str, str]] = []
+
+    def add(self, box, face: np.ndarray, face_lm, image_lm, heat: np.ndarray | None, decision: str,
+            prob: float) -> None:
+        if heat is not None:
+            h, w = self.image.shape[:2]
+            matrix = _crop_to_image(face_lm, image_lm)
+            coloured = cv2.warpAffine(heat_overlay(face, heat), matrix, (w, h), flags=cv2.INTER_LINEAR)
+            inside = cv2.warpAffine(np.ones(face.shape[:2], np.uint8), matrix, (w, h),
+                                    flags=cv2.INTER_NEAREST).astype(bool)
+            self.image[inside] = coloured[inside]
+        self.labels.append((box, decision, f"{decision} {prob:.2f}"))
+
+    def write(self, path: Path) -> None:
+        image = self.image
+        thick = max(1, round(max(image.shape[:2]) / 300))
+        for box, decision, text in self.labels:  # boxes and labels over every heat map
+            colour = COLOURS.get(decision, (255, 255, 255))
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            cv2.rectangle(image, (x0, y0), (x1, y1), colour, thick)
+            scale = 0.4 * thick
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            ty = y0 - 3 if y0 - th - 4 >= 0 else y1 + th + 3
+            cv2.rectangle(image, (x0, ty - th - 2), (x0 + tw + 2, ty + 2), colour, -1)
+            cv2.putText(image, text, (x0 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+def _point(header: dict, args: argparse.Namespace) -> OperatingPoint:
+    """The decision rule: ``--threshold`` if given, else the checkpoint's operating point."""
+    point = OperatingPoint.from_header(header, args.checkpoint)
+    if args.threshold is None:
+        return point
+    logit = point.temperature * math.log(args.threshold / (1.0 - args.threshold))
+    return OperatingPoint(logit=logit, rule="given", temperature=point.temperature, on="--threshold")
 
 
 def _detect(args: argparse.Namespace) -> int:
     dev = get_device(args.device)
-    model, _, size = load_for_use(args.checkpoint, dev)
+    try:
+        load_face_detector(args.face_detector)  # a missing optional package: say so before any work
+    except ImportError as err:
+        raise ValueError(f"--face-detector {args.face_detector}: {err}") from None
+    model, header, size = load_for_use(args.checkpoint, dev)
+    point = _point(header, args)
+    print(f"dfattn-detect: {point.describe()}" + (f"; uncertain within {args.uncertain:g}" if args.uncertain else ""))
     out = output_folder(args.out)
     items = list(_inputs(args.inputs))
     names = _names([p for p, error in items if not error])
@@ -135,19 +235,26 @@ def _detect(args: argparse.Namespace) -> int:
             for path, error in tqdm(items, desc="dfattn-detect", unit="input", leave=False):
                 frames = [("", None, error)] if error else _frames(path, args.frames)
                 for frame, image, problem in frames:
-                    row = {"source": str(path), "frame": frame, "logit": math.nan, "prob": math.nan,
-                           "error": problem}
+                    base = {"source": str(path), "frame": frame, "face": "", "logit": math.nan,
+                            "prob": math.nan, "decision": "", "error": problem}
+                    found: list[dict] = []
                     if image is not None:
-                        row.update(_score(model, image, size, dev, args, out,
-                                          names[path] + (f"_f{frame}" if frame else "")))
-                    if row["error"]:
-                        log.warning("%s%s: skipped (%s)", path, f" frame {frame}" if frame else "", row["error"])
-                    writer.writerow(row)
+                        scored = _score(model, image, size, dev, args, point, out,
+                                        names[path] + (f"_f{frame}" if frame else ""))
+                        if isinstance(scored, str):  # why the picture has no score
+                            base["error"] = scored
+                        else:
+                            found = scored
+                    if base["error"]:
+                        log.warning("%s%s: skipped (%s)", path, f" frame {frame}" if frame else "", base["error"])
+                    for face_row in found or [{}]:
+                        row = {**base, **face_row}
+                        writer.writerow(row)
+                        rows.append(row)
                     table.flush()  # a crash or Ctrl-C keeps every row so far
-                    rows.append(row)
         except KeyboardInterrupt:
             interrupted = True
-    _summary(rows, out)
+    _summary(rows, out, point, args)
     if interrupted:
         print(f"dfattn-detect: interrupted; the {len(rows)} rows so far are in {out / 'detections.csv'}",
               file=sys.stderr)
@@ -155,43 +262,76 @@ def _detect(args: argparse.Namespace) -> int:
     return 0 if any(math.isfinite(r["logit"]) for r in rows) else 1
 
 
-def _score(model, image: np.ndarray, size: int, dev: torch.device, args: argparse.Namespace, out: Path,
-           name: str) -> dict:
-    """The row fields of one image: its largest face's logit and probability, or why there is none;
-    the overlay is written as ``OUT/<name>_heatmap.png``."""
-    det = detect_landmarks(image)
-    if det.landmarks is None:
-        return {"error": det.reason}
-    face, _ = crop_face(image, det.landmarks, size, args.margin)
-    x = torch.from_numpy(face).permute(2, 0, 1)[None].float().div(255).to(dev)
+def _score(model, image: np.ndarray, size: int, dev: torch.device, args: argparse.Namespace,
+           point: OperatingPoint, out: Path, name: str) -> list[dict] | str:
+    """The rows of one picture's faces (largest first), or why it has none; the overlay is written
+    as ``OUT/<name>_overlay.png``."""
+    faces = detect_faces(image, args.face_detector)
+    if not faces:
+        return "no face found"
+    crops = [crop_face(image, f.landmarks, size, args.margin) for f in faces]
+    x = torch.from_numpy(np.stack([c for c, _ in crops])).permute(0, 3, 1, 2).float().div(255).to(dev)
     with torch.no_grad():
-        logit = float(fake_logit(model, x, args.flip_tta))
-    if not math.isfinite(logit):
-        return {"error": f"the model's output is not finite ({logit}): a damaged checkpoint?"}
-    heat = None if args.no_heatmaps else _own_map(model, x)
-    if heat is not None:
-        cv2.imwrite(str(out / f"{name}_heatmap.png"), cv2.cvtColor(heat_overlay(face, heat), cv2.COLOR_RGB2BGR))
-    return {"logit": logit, "prob": 1 / (1 + math.exp(-logit))}
+        logits = fake_logit(model, x, args.flip_tta).double().cpu().numpy()  # (n_faces,)
+    if not np.isfinite(logits).all():
+        return f"the model's output is not finite ({logits.tolist()}): a damaged checkpoint?"
+    probs = point.prob(logits)
+    rows = []
+    overlay = None if args.no_overlays else Overlay(image)
+    for k, (found, (face, face_lm), logit, prob) in enumerate(zip(faces, crops, logits, probs)):
+        decision = point.decide(float(logit), args.uncertain)
+        x0, y0, x1, y1 = (round(float(v), 1) for v in found.box)
+        rows.append({"face": k, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "logit": float(logit),
+                     "prob": float(prob), "decision": decision})
+        if overlay is not None:
+            heat = _own_map(model, x[k:k + 1])
+            overlay.add(found.box, face, face_lm, found.landmarks, heat, decision, float(prob))
+    if overlay is not None:
+        overlay.write(out / f"{name}_overlay.png")
+    return rows
 
 
-def _summary(rows: list[dict], out: Path) -> None:
-    """One line per input (a video: :func:`~dfattn.evaluate.video_level`, the sigmoid of its mean
-    frame logit), then the counts."""
-    scored = [{"source": r["source"], "logit": r["logit"]} for r in rows if math.isfinite(r["logit"])]
-    table = pd.DataFrame(scored, columns=["source", "logit"]).astype({"logit": float})
-    inputs = video_level(table, "source").set_index("source")
+def picture_scores(rows: pd.DataFrame, rule: str = "max") -> pd.DataFrame:
+    """One logit per picture (an image, or a frame of a video) from its faces' rows: the highest
+    (``max``, SBI's rule) or the largest face's (``largest``: face 0, faces come largest first)."""
+    if rule not in IMAGE_SCORES:
+        raise ValueError(f"unknown image score {rule!r}: choose from {IMAGE_SCORES}")
+    scored = rows[np.isfinite(rows["logit"].astype(float))]
+    keys = ["source", "frame"]
+    grouped = scored.groupby(keys, sort=False)
+    pictures = grouped.agg(logit=("logit", "max"), n_faces=("logit", "size")).reset_index()
+    if rule == "largest":
+        largest = scored[scored["face"].astype(int) == 0][keys + ["logit"]]
+        pictures = pictures.drop(columns="logit").merge(largest, on=keys, how="left")[keys + ["logit", "n_faces"]]
+    return pictures
+
+
+def _summary(rows: list[dict], out: Path, point: OperatingPoint, args: argparse.Namespace) -> None:
+    """One line per input: its decision and P(fake) (an image: :func:`picture_scores` of its faces;
+    a video: :func:`~dfattn.evaluate.video_level`, the mean of its frame scores), then the counts."""
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({"logit": float, "frame": str})
+    pictures = picture_scores(table, args.image_score)
+    inputs = video_level(pictures[["source", "logit"]], "source").set_index("source")
     by_source: dict[str, list[dict]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
     for source, group in by_source.items():
         if source not in inputs.index:
             print(f"{source}: no face scored ({group[0]['error']})")
-        elif len(group) > 1 or group[0]["frame"]:
-            print(f"{source}: P(fake) = {inputs.loc[source, 'prob']:.3f} (mean logit of "
-                  f"{inputs.loc[source, 'n_frames']}/{len(group)} frames with a face)")
+            continue
+        logit = float(inputs.loc[source, "logit"])
+        verdict = f"{point.decide(logit, args.uncertain)} (P(fake) = {float(point.prob(logit)):.3f}"
+        mine = pictures[pictures["source"] == source]
+        n_frames = len({r["frame"] for r in group})
+        if n_frames > 1 or group[0]["frame"]:
+            print(f"{source}: {verdict}; mean logit of {len(mine)}/{n_frames} frames with a face)")
         else:
-            print(f"{source}: P(fake) = {inputs.loc[source, 'prob']:.3f}")
-    print(f"dfattn-detect: {len(scored)} faces scored, {len(rows) - len(scored)} skipped; "
+            faces = int(mine["n_faces"].iloc[0])
+            how = "" if faces == 1 else f"; {'most fake' if args.image_score == 'max' else 'largest'} of {faces} faces"
+            print(f"{source}: {verdict}{how})")
+    n_faces = int(np.isfinite(table["logit"]).sum())
+    skipped = len(table) - n_faces
+    print(f"dfattn-detect: {n_faces} faces scored in {len(pictures)} pictures, {skipped} skipped; "
           f"table in {out / 'detections.csv'}")
 
 

@@ -106,7 +106,7 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
     result: dict[str, Any] = {}
     if kind in ("synthetic", "folder"):
         sizes = SplitSizes(cfg["n_train"], cfg["n_val"], args.n_test if args.n_test is not None else cfg["n_test"])
-        faces = face_splits(data, sizes, cfg["face_size"], seed)["test"]
+        faces = face_splits(data, sizes, cfg["face_size"], seed, detector=cfg.get("face_detector", "dlib"))["test"]
         models = {label: model}
         frames = cross_manipulation(models, faces, size, seed, **kw)
         save(frames, "frames.csv")

@@ -7,6 +7,7 @@ that :mod:`dfattn.data.preprocessed` reads (layout in :mod:`dfattn.preprocess`):
     dfattn-preprocess --dataset ffpp --root /data/FaceForensics++ --out /data/pre/ffpp \\
         --compression c23 --frames 32 --size 317 --workers 8
     dfattn-preprocess --dataset celebdf --root /data/Celeb-DF-v2 --out /data/pre/cdf --split test
+    dfattn-preprocess --dataset dfdc --root /data/dfdc --out /data/pre/dfdc --face-detector mtcnn
 
 Exit status 0 when the run completes (videos without a face or unreadable are listed in the
 report, not fatal), 1 when the benchmark cannot be loaded or the settings are invalid, 2 on bad
@@ -20,6 +21,7 @@ import os
 import sys
 from typing import Sequence
 
+from dfattn.data.detectors import FACE_DETECTORS
 from dfattn.data.public import PUBLIC_DATASETS, FFPP_METHODS, SPLITS, load_public_dataset
 from dfattn.preprocess import preprocess
 
@@ -27,8 +29,9 @@ from dfattn.preprocess import preprocess
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dfattn-preprocess",
-        description="Sample frames of benchmark videos, detect the face offline (dlib), and save "
-                    "face crops, their 68 landmarks and an index.",
+        description="Sample frames of benchmark videos, detect the face offline (dlib, MTCNN or "
+                    "MediaPipe; landmarks by dlib), and save face crops, their 68 landmarks and "
+                    "an index.",
     )
     p.add_argument("--dataset", required=True, choices=sorted(PUBLIC_DATASETS),
                    help="benchmark layout to read")
@@ -40,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=0.125,
                    help="crop side = (1 + 2 margin) x face box: 0.125 the paper's 1.25 "
                         "enlargement (default), 0.25 the code's 1.5")
+    p.add_argument("--face-detector", default="dlib", choices=FACE_DETECTORS,
+                   help="face detector: dlib (HOG, default), mtcnn (facenet-pytorch) or "
+                        "mediapipe; the 68 landmarks come from dlib's predictor in each case")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: all cores)")
     p.add_argument("--split", action="append", choices=SPLITS,
@@ -80,8 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         preprocess(records, args.out, frames_per_video=args.frames, size=args.size,
                    margin=args.margin, workers=args.workers, resume=not args.no_resume,
-                   verbose=not args.quiet)
-    except ValueError as err:  # settings or duplicate ids, checked before any work
+                   verbose=not args.quiet, detector=args.face_detector)
+    except (ValueError, ImportError) as err:  # checked before any work: settings, duplicate
+        # ids, a detector whose package is missing (DetectorUnavailable, an ImportError)
         print(f"dfattn-preprocess: {err}", file=sys.stderr)
         return 1
     return 0

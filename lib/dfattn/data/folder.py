@@ -3,7 +3,12 @@
 :class:`FolderFaces` walks a folder (recursively) for ``jpg/jpeg/png/bmp/webp`` files, finds one
 face and its 68 iBUG landmarks in each (:func:`detect_landmarks`), caches the result outside the
 data folder, and serves :class:`~dfattn.data.faces.Face` records, optionally cropped to a square
-around the landmarks.
+around the landmarks. :func:`detect_faces` finds every face of an image instead.
+
+The face *detector* is an option (:data:`FACE_DETECTORS`): ``"dlib"`` (below, the default),
+or the CNN detectors of :mod:`dfattn.data.detectors` (``"mtcnn"``, ``"mediapipe"``), whose
+boxes are mapped to the box dlib's detector would draw before the same 68-point predictor runs
+in them. Whatever the detector, the landmarks come from dlib's shape predictor.
 
 Detection is dlib's frontal HOG detector plus its 68-point shape predictor (the model file ships
 in the ``face_recognition_models`` wheel, so nothing is downloaded). Tight face crops defeat the
@@ -34,7 +39,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterator
@@ -42,13 +47,28 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from dfattn.data.detectors import (
+    FACE_DETECTORS,
+    DetectorUnavailable,
+    FoundFace,
+    Proposal,
+    check_detector,
+    iou,
+    load_detector,
+    propose,
+)
 from dfattn.data.faces import Face
 
 __all__ = [
+    "CACHE_VERSION",
+    "FACE_DETECTORS",
     "IMAGE_EXTENSIONS",
     "Detection",
+    "DetectorUnavailable",
     "FolderFaces",
+    "FoundFace",
     "crop_face",
+    "detect_faces",
     "detect_landmarks",
     "face_score",
     "list_images",
@@ -61,6 +81,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CACHE_VERSION = "dlib68-v1"  # bump when detection changes, to invalidate cached landmarks
+# cache versions of the other detectors (their caches are separate files)
+DETECTOR_CACHE_VERSIONS = {"dlib": CACHE_VERSION, "mtcnn": "mtcnn-dlib68-v1",
+                           "mediapipe": "mediapipe-dlib68-v1"}
 _PAD = 0.3  # border added around tight crops, fraction of the longer side
 _HAAR_TO_DLIB = (0.0, 0.06, 0.87)  # dlib box = Haar box shifted (dx, dy) * w and scaled by s
 _LOW_THRESHOLD = -0.8  # HOG score threshold of the ``hog-low`` route
@@ -69,6 +92,8 @@ _MIN_FALLBACK_IOD = 0.15  # fallbacks are for tight crops: the face must be larg
 _MAX_DRIFT = 0.1  # a fallback's landmarks must stay put when re-predicted in their own box
 _MAX_SIDE = 1024  # larger photos are searched at this size (landmarks scaled back)
 _UPSAMPLE_BELOW = 640  # images smaller than this are upsampled once for the HOG detector
+_CNN_REFINE = 1  # re-predictions of a CNN detector's landmarks in the box they imply
+_SAME_FACE_IOU = 0.5  # two fitted faces whose dlib-like boxes overlap more are one face
 Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 
@@ -161,11 +186,27 @@ def _predict(image: np.ndarray, box: Box) -> np.ndarray:
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
-def _largest(rects) -> Box | None:
-    if len(rects) == 0:
-        return None
-    r = max(rects, key=lambda r: r.width() * r.height())
-    return (r.left(), r.top(), r.right(), r.bottom())
+def _hog(image: np.ndarray, up: int) -> list[tuple[Box, float]]:
+    """The HOG detector's boxes and scores at its own threshold, in its order (the same boxes
+    as ``detector(image, up)``)."""
+    _, detector, _, _ = _models()
+    rects, scores, _ = detector.run(image, up, 0.0)
+    return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+
+def _area(box: Box) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def _largest(found: list[tuple[Box, float]]) -> tuple[Box | None, float]:
+    """The largest ``(box, score)`` (the first of equals), ``(None, nan)`` if none."""
+    if not found:
+        return None, math.nan
+    return max(found, key=lambda bs: _area(bs[0]))
+
+
+def _upsample(h: int, w: int) -> int:
+    return 1 if max(h, w) < _UPSAMPLE_BELOW else 0  # upsampling finds faces under 80 px
 
 
 def plausible_landmarks(lm: np.ndarray, width: int, height: int, slack: float = 0.15) -> bool:
@@ -234,15 +275,17 @@ def face_score(image: np.ndarray, lm: np.ndarray) -> float:
     return best
 
 
-def _candidates(image: np.ndarray) -> Iterator[tuple[str, Box | None, np.ndarray, int]]:
-    """``(route, box, image the box refers to, offset of that image)`` in order of trust."""
+def _candidates(image: np.ndarray, hog: list[tuple[Box, float]] | None = None
+                ) -> Iterator[tuple[str, Box | None, float, np.ndarray, int]]:
+    """``(route, box, HOG score or nan, image the box refers to, offset of that image)`` in
+    order of trust; ``hog``: the plain HOG detections of ``image`` if already known."""
     _, detector, _, haar = _models()
     h, w = image.shape[:2]
-    up = 1 if max(h, w) < _UPSAMPLE_BELOW else 0  # upsampling finds faces under 80 px
-    yield "hog", _largest(detector(image, up)), image, 0
+    up = _upsample(h, w)
+    yield ("hog", *_largest(_hog(image, up) if hog is None else hog), image, 0)
     pad = int(round(_PAD * max(h, w)))
     padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    yield "hog-padded", _largest(detector(padded, up)), padded, pad
+    yield ("hog-padded", *_largest(_hog(padded, up)), padded, pad)
     grey = cv2.cvtColor(padded, cv2.COLOR_RGB2GRAY)
     found = haar.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=4,
                                   minSize=(max(24, min(h, w) // 5),) * 2)
@@ -250,15 +293,16 @@ def _candidates(image: np.ndarray) -> Iterator[tuple[str, Box | None, np.ndarray
         x, y, bw, bh = max(found, key=lambda b: b[2] * b[3])
         dx, dy, s = _HAAR_TO_DLIB
         cx, cy, half = x + bw * (0.5 + dx), y + bh * (0.5 + dy), 0.5 * s * bw
-        yield "haar", (cx - half, cy - half, cx + half, cy + half), padded, pad
+        yield "haar", (cx - half, cy - half, cx + half, cy + half), math.nan, padded, pad
     boxes, scores, _ = detector.run(padded, up, _LOW_THRESHOLD)
     if len(boxes):
         best = max(range(len(boxes)), key=lambda i: scores[i])
         b = boxes[best]
-        yield "hog-low", (b.left(), b.top(), b.right(), b.bottom()), padded, pad
+        yield ("hog-low", (b.left(), b.top(), b.right(), b.bottom()), float(scores[best]),
+               padded, pad)
     for frac in (0.1, 0.0, 0.2):  # the whole crop is the face: boxes inset by frac
         yield ("whole-image", (pad + frac * w, pad + frac * h, pad + (1 - frac) * w,
-                               pad + (1 - 0.5 * frac) * h), padded, pad)
+                               pad + (1 - 0.5 * frac) * h), math.nan, padded, pad)
 
 
 def _box_from_landmarks(lm: np.ndarray) -> Box:
@@ -286,38 +330,41 @@ def _refine(image: np.ndarray, lm: np.ndarray, iterations: int = 3) -> tuple[np.
     return lm, drift
 
 
-def detect_landmarks(image: np.ndarray) -> Detection:
-    """Find one face (the largest) and its 68 landmarks in an RGB image.
-
-    Photos larger than ``_MAX_SIDE`` are searched at that size. The plain HOG routes are
-    trusted as soon as their landmarks are plausible. Otherwise each
-    fallback route's landmarks are refined (:func:`_refine`) and kept as candidates if they are
-    plausible, stable (drift under ``_MAX_DRIFT``) and large enough for a tight crop
-    (inter-ocular distance at least ``_MIN_FALLBACK_IOD`` of the shorter image side); the
-    candidate that :func:`face_score` rates best wins if it scores at least ``_VERIFY_THRESHOLD``.
-    """
+def _check_image(image: np.ndarray, caller: str) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"detect_landmarks needs (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
-        )
+        raise ValueError(f"{caller} needs (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+
+
+def _shrink(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """``image`` at most ``_MAX_SIDE`` pixels on its longer side, and the factor applied."""
     h, w = image.shape[:2]
-    if max(h, w) > _MAX_SIDE:  # search a smaller copy; map the landmarks back
-        k = _MAX_SIDE / max(h, w)
-        small = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-        det = detect_landmarks(small)
-        if det.landmarks is None:
-            return det
-        return Detection((det.landmarks + 0.5) / np.float32(k) - 0.5, det.method)
-    image = np.ascontiguousarray(image)
-    best = Detection(None, reason="no face found")
-    best_score = _VERIFY_THRESHOLD
-    for route, box, ref, offset in _candidates(image):
+    if max(h, w) <= _MAX_SIDE:
+        return np.ascontiguousarray(image), 1.0
+    k = _MAX_SIDE / max(h, w)
+    small = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+    return small, k
+
+
+def _unshrink(points: np.ndarray, k: float) -> np.ndarray:
+    """Coordinates in a ``k``-scaled copy back to the original image (pixel centres map)."""
+    return points if k == 1.0 else (points + 0.5) / np.float32(k) - 0.5
+
+
+def _dlib_chain(image: np.ndarray, hog: list[tuple[Box, float]] | None = None
+                ) -> tuple[Detection, Box | None, float]:
+    """The route chain of :func:`detect_landmarks` on an image of at most ``_MAX_SIDE``: the
+    detection, its box (the HOG box, or for a fallback the box its landmarks imply) and score
+    (the HOG score, or for a fallback the verifying :func:`face_score`)."""
+    h, w = image.shape[:2]
+    best, best_box, best_score = Detection(None, reason="no face found"), None, _VERIFY_THRESHOLD
+    for route, box, hog_score, ref, offset in _candidates(image, hog):
         if box is None:
             continue
         lm = _predict(ref, box)
         if route in ("hog", "hog-padded"):
             if plausible_landmarks(lm - np.float32(offset), w, h):
-                return Detection(lm - np.float32(offset), route)
+                box = tuple(float(v) - offset for v in box)
+                return Detection(lm - np.float32(offset), route), box, hog_score
             continue
         lm, drift = _refine(ref, lm)
         lm -= np.float32(offset)
@@ -327,20 +374,128 @@ def detect_landmarks(image: np.ndarray) -> Detection:
             continue
         score = face_score(image, lm)
         if score >= best_score:
-            best, best_score = Detection(lm, route), score
-    return best
+            best, best_box, best_score = Detection(lm, route), _box_from_landmarks(lm), score
+    return best, best_box, (best_score if best.landmarks is not None else math.nan)
+
+
+def _fit(image: np.ndarray, proposal: Proposal) -> FoundFace | None:
+    """The 68 landmarks of a CNN detector's face, ``None`` if they are not plausible.
+
+    The shape predictor runs in the dlib-like box (:func:`~dfattn.data.detectors.dlib_box`;
+    parts of it past the border read as black, as for the HOG route), then once more in the box
+    its landmarks imply (``_CNN_REFINE``). Against dlib's own landmarks on held-out shared
+    faces, as crops and shrunk into a 1280 x 720 frame, one re-run was the best compromise: none
+    suited MediaPipe's crops best, two or three its small faces.
+    """
+    h, w = image.shape[:2]
+    lm = _predict(image, proposal.dlib_box)
+    for _ in range(_CNN_REFINE):
+        lm = _predict(image, _box_from_landmarks(lm))
+    if not plausible_landmarks(lm, w, h):
+        return None
+    return FoundFace(proposal.box, lm, proposal.score, proposal.model)
+
+
+def _scaled(face: FoundFace, k: float) -> FoundFace:
+    if k == 1.0:
+        return face
+    box = tuple(float(v) for v in _unshrink(np.asarray(face.box, np.float64), k))
+    return FoundFace(box, _unshrink(face.landmarks, k).astype(np.float32), face.score, face.method)
+
+
+def detect_faces(image: np.ndarray, detector: str = "dlib") -> list[FoundFace]:
+    """Every face in an RGB image with its 68 landmarks, largest box first (``[]`` if none).
+
+    ``detector`` (:data:`~dfattn.data.detectors.FACE_DETECTORS`):
+
+    - ``"dlib"``: every face of dlib's HOG detector whose landmarks are plausible; if there is
+      none, the one face the fallback chain of :func:`detect_landmarks` finds (so tight crops
+      work). ``detect_faces(im)[0]`` is then ``detect_landmarks(im)`` except where the largest
+      HOG face has implausible landmarks and a smaller one does not.
+    - ``"mtcnn"``, ``"mediapipe"``: every face the CNN detector finds, its landmarks fitted by
+      dlib's shape predictor in the box dlib's detector would have drawn
+      (:func:`~dfattn.data.detectors.dlib_box`), refined and checked with
+      :func:`plausible_landmarks`; faces whose landmarks fail are dropped.
+
+    Photos larger than ``_MAX_SIDE`` are searched at that size (boxes and landmarks scaled back).
+
+    Raises:
+        ValueError: not an ``(H, W, 3)`` uint8 image, or an unknown detector (the message lists
+            them).
+        DetectorUnavailable: the detector's package is not installed (an ``ImportError``; the
+            message gives the pip command).
+    """
+    check_detector(detector)
+    _check_image(image, "detect_faces")
+    small, k = _shrink(image)
+    h, w = small.shape[:2]
+    faces: list[FoundFace] = []
+    if detector == "dlib":
+        hog = _hog(small, _upsample(h, w))
+        for box, score in hog:
+            lm = _predict(small, box)
+            if plausible_landmarks(lm, w, h):
+                faces.append(FoundFace(tuple(float(v) for v in box), lm, score, "hog"))
+        if not faces:
+            det, box, score = _dlib_chain(small, hog)
+            if det.landmarks is not None:
+                faces.append(FoundFace(box, det.landmarks, score, det.method))
+    else:
+        for proposal in propose(small, detector):
+            face = _fit(small, proposal)
+            if face is not None:
+                faces.append(face)
+    faces.sort(key=lambda f: -_area(f.box))  # stable: the detector's order among equals
+    kept: list[FoundFace] = []
+    for face in faces:  # two detections converging on one face are one face
+        box = _box_from_landmarks(face.landmarks)
+        if all(iou(box, _box_from_landmarks(o.landmarks)) <= _SAME_FACE_IOU for o in kept):
+            kept.append(face)
+    return [_scaled(f, k) for f in kept]
+
+
+def detect_landmarks(image: np.ndarray, detector: str = "dlib") -> Detection:
+    """Find one face (the largest) and its 68 landmarks in an RGB image.
+
+    With ``detector="dlib"`` (the default): photos larger than ``_MAX_SIDE`` are searched at
+    that size. The plain HOG routes are trusted as soon as their landmarks are plausible.
+    Otherwise each
+    fallback route's landmarks are refined (:func:`_refine`) and kept as candidates if they are
+    plausible, stable (drift under ``_MAX_DRIFT``) and large enough for a tight crop
+    (inter-ocular distance at least ``_MIN_FALLBACK_IOD`` of the shorter image side); the
+    candidate that :func:`face_score` rates best wins if it scores at least ``_VERIFY_THRESHOLD``.
+
+    With a CNN detector (``"mtcnn"``, ``"mediapipe"``): the largest face of
+    :func:`detect_faces`.
+
+    Raises:
+        ValueError: not an ``(H, W, 3)`` uint8 image; an unknown detector.
+        DetectorUnavailable: the detector's package is not installed.
+    """
+    check_detector(detector)
+    _check_image(image, "detect_landmarks")
+    if detector != "dlib":
+        faces = detect_faces(image, detector)
+        if not faces:
+            return Detection(None, reason="no face found")
+        return Detection(faces[0].landmarks, faces[0].method)
+    small, k = _shrink(image)
+    det = _dlib_chain(small)[0]
+    if det.landmarks is None or k == 1.0:
+        return det
+    return Detection(_unshrink(det.landmarks, k), det.method)
 
 
 def load_face(path: str | os.PathLike, size: int | None = None, margin: float = 0.2,
-              identity: int = 0) -> Face:
+              identity: int = 0, detector: str = "dlib") -> Face:
     """One photo as a :class:`Face`: read, detect (no cache), optionally crop to ``size``.
 
     Raises:
         ValueError: the file is not a readable image, or no face is found in it (the message
-            names the file).
+            names the file); an unknown detector.
     """
     image = read_image(path)
-    det = detect_landmarks(image)
+    det = detect_landmarks(image, detector)
     if det.landmarks is None:
         raise ValueError(f"{path}: {det.reason}")
     lm = det.landmarks
@@ -349,13 +504,14 @@ def load_face(path: str | os.PathLike, size: int | None = None, margin: float = 
     return Face(image, lm, identity, str(path), meta={"method": det.method})
 
 
-def _detect_file(path: str) -> Detection:
+def _detect_file(path: str, detector: str = "dlib") -> Detection:
     """Detection for one file (module level, so that worker processes can run it)."""
     try:
         image = read_image(path)
     except ValueError as err:
         return Detection(None, reason=f"unreadable: {err}")
-    return detect_landmarks(image)
+    # the default as a one-argument call: tests (and users) may wrap detect_landmarks(image)
+    return detect_landmarks(image) if detector == "dlib" else detect_landmarks(image, detector)
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,7 +563,8 @@ class FolderFaces:
     """A :class:`~dfattn.data.faces.FaceSource` over a folder of real face photos.
 
     Landmarks are found once per file (:func:`detect_landmarks`) and cached in
-    ``cache_dir/<hash of the folder's absolute path>.json``, keyed by relative path, modification
+    ``cache_dir/<hash of the folder's absolute path>.json`` (``<hash>-<detector>.json`` for a
+    detector other than dlib), keyed by relative path, modification
     time and size, so a second construction reads them back without detecting anything. Files
     that cannot be read or show no face are skipped and listed in :attr:`skipped` as
     ``(relative path, reason)``, with a logged warning.
@@ -417,7 +574,8 @@ class FolderFaces:
         size: if given, faces are cropped to ``size x size`` around their landmarks
             (:func:`crop_face` with ``margin``); otherwise images are served as they are.
         cache_dir: where the landmark cache lives (default :func:`default_cache_dir`).
-        detector: ``"dlib"`` (the only one).
+        detector: the face detector, one of :data:`FACE_DETECTORS` (:func:`detect_landmarks`):
+            ``"dlib"`` (default), ``"mtcnn"`` or ``"mediapipe"``; each has its own cache file.
         identity: ``"file"`` (each image its own person) or ``"folder"`` (one person per
             sub-folder of ``root``).
         margin: crop margin for ``size``.
@@ -434,8 +592,7 @@ class FolderFaces:
     def __init__(self, root: str | os.PathLike, size: int | None = None,
                  cache_dir: str | os.PathLike | None = None, detector: str = "dlib",
                  identity: str = "file", margin: float = 0.2, workers: int = 1):
-        if detector != "dlib":
-            raise ValueError(f"unknown detector {detector!r}: only 'dlib' is available")
+        self.detector = check_detector(detector)
         if identity not in ("file", "folder"):
             raise ValueError(f"identity must be 'file' or 'folder', got {identity!r}")
         self.root = Path(root).resolve()
@@ -444,7 +601,9 @@ class FolderFaces:
         rel = [p.relative_to(self.root).as_posix() for p in files]
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         key = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
-        self.cache_path = cache_dir / f"{key}.json"
+        suffix = "" if detector == "dlib" else f"-{detector}"  # dlib keeps its old cache name
+        self.cache_path = cache_dir / f"{key}{suffix}.json"
+        self._version = DETECTOR_CACHE_VERSIONS[detector]
         results = self._landmarks(rel, workers)
 
         self.files: list[str] = []  # relative paths of the faces served
@@ -489,12 +648,14 @@ class FolderFaces:
                 todo.append(name)
         if todo:
             paths = [str(self.root / n) for n in todo]
+            load_detector(self.detector)  # a missing package fails here, not in the workers
             if workers > 1 and len(todo) > 1:
                 with get_context("spawn").Pool(workers) as pool:
                     chunk = max(1, len(paths) // (4 * workers))
-                    found = pool.map(_detect_file, paths, chunksize=chunk)
+                    found = pool.map(partial(_detect_file, detector=self.detector), paths,
+                                     chunksize=chunk)
             else:
-                found = [_detect_file(p) for p in paths]
+                found = [_detect_file(p, self.detector) for p in paths]
             results.update(zip(todo, found))
             self._write_cache({
                 name: {**stats[name], "method": d.method, "reason": d.reason,
@@ -508,14 +669,14 @@ class FolderFaces:
             data = json.loads(self.cache_path.read_text())
         except (OSError, ValueError):
             return {}
-        if data.get("version") != CACHE_VERSION or data.get("root") != str(self.root):
+        if data.get("version") != self._version or data.get("root") != str(self.root):
             return {}
         return data.get("entries", {})
 
     def _write_cache(self, entries: dict) -> None:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "root": str(self.root),
+        tmp.write_text(json.dumps({"version": self._version, "root": str(self.root),
                                    "entries": entries}))
         os.replace(tmp, self.cache_path)
 

@@ -6,7 +6,9 @@ A *data spec* names where the real faces come from:
   Each split has its own identity range (train from 0, val from 1,000,000, test from 2,000,000),
   so changing the number of training faces never changes the validation or test people.
 - ``"folder:PATH"``: a folder of real face photos (:class:`~dfattn.data.folder.FolderFaces`),
-  split by identity with a seeded permutation (test and val first, the rest for training).
+  split by identity with a seeded permutation (test and val first, the rest for training). The
+  face detector that finds their landmarks is the ``detector`` argument of :func:`face_splits`
+  (``"dlib"``, ``"mtcnn"`` or ``"mediapipe"``; the command-line tools' ``--face-detector``).
 - ``"preprocessed:PATH"``: the output of ``dfattn-preprocess`` (real frames of a benchmark's own
   train / val / test split; :mod:`dfattn.data.preprocessed`).
 """
@@ -76,8 +78,16 @@ def split_by_identity(identities: Sequence[int], sizes: SplitSizes, seed: int = 
 
 
 def face_splits(spec: str, sizes: SplitSizes, face_size: int = 256, seed: int = 0,
-                workers: int = 1) -> dict[str, FaceSource]:
-    """``{"train", "val", "test"}`` face sources for a data spec (module docstring)."""
+                workers: int = 1, detector: str = "dlib") -> dict[str, FaceSource]:
+    """``{"train", "val", "test"}`` face sources for a data spec (module docstring).
+
+    ``detector`` is the face detector of a ``folder:`` spec (one of
+    :data:`~dfattn.data.detectors.FACE_DETECTORS`; checked for every spec, used by ``folder:``
+    only: synthetic faces need none, preprocessed ones were detected when they were made).
+    """
+    from dfattn.data.detectors import check_detector
+
+    check_detector(detector)
     kind, _, path = spec.partition(":")
     if kind == "synthetic":
         from dfattn.data.synthetic import SyntheticFaces
@@ -94,7 +104,7 @@ def face_splits(spec: str, sizes: SplitSizes, face_size: int = 256, seed: int = 
     if kind == "folder":
         from dfattn.data.folder import FolderFaces
 
-        faces = FolderFaces(path, size=face_size, workers=workers)
+        faces = FolderFaces(path, size=face_size, workers=workers, detector=detector)
         if len(faces) == 0:
             raise ValueError(f"{path}: no usable face images (skipped: {len(faces.skipped)})")
         parts = split_by_identity(faces.identities, sizes, seed)
