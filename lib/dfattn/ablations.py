@@ -133,7 +133,7 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
             model, history = train(config, runs / _run_folder(row, seed, options))
             models[row.name], minutes[row.name] = model, history["train_seconds"].sum() / 60
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
-        test = face_splits(data, sizes, config.face_size, seed)["test"]
+        test = face_splits(data, sizes, config.face_size, seed, detector=config.face_detector)["test"]
         cross = cross_manipulation_table(cross_manipulation(models, test, config.image_size, seed, **predict_kw))
         q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **predict_kw))
         for row in seed_rows:

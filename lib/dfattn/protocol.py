@@ -152,7 +152,8 @@ def chapter_runs(models: Sequence[str], profile: "Profile | str", runs: str | Pa
                for m in models}
     detectors = {m: train(c, Path(runs) / m)[0] for m, c in configs.items()}
     c0 = configs[models[0]]
-    test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed)["test"]
+    test_faces = face_splits(data, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed,
+                             detector=c0.face_detector)["test"]
     return configs, detectors, test_faces
 
 

@@ -174,6 +174,7 @@ def attention_guided_augmentation(
         t = _uniform(1, t_lo, t_hi, generator, images.device)
         z = _uniform(1, z_lo, z_hi, generator, images.device)
         weight = soft_threshold(weight, t, z)
-    degraded = agda_degrade(images, config, generator).to(images.dtype)  # under bf16 autocast the blur is bf16
+    with torch.autocast(images.device.type, enabled=False):  # float32 under bf16 autocast too: on CPU a
+        degraded = agda_degrade(images, config, generator)  # bf16 depthwise blur in channels_last crawls
     weight = weight.to(images.dtype)
     return AGDAResult(torch.lerp(images, degraded, weight), weight, head)
