@@ -35,6 +35,12 @@ def test_train_evaluate_detect_on_the_built_in_data(tmp_path, capsys):
     assert list(cross.index) == ["laanet"]
     assert {"face_swap", "region_swap", "mean", "sbi"} <= set(cross.columns)
     assert cross.loc["laanet"].between(0, 1).all()
+    frame = pd.read_csv(out / "frame.csv", index_col=0)  # the pooled table, at the stored operating point
+    assert {"auc", "tpr_at_fpr_1", "tpr_at_fpr_5", "ece", "threshold", "balanced_acc"} <= set(frame.columns)
+    from dfattn.evaluate import OperatingPoint
+
+    assert frame.loc["laanet", "threshold"] == pytest.approx(OperatingPoint.from_header(header).threshold)
+    assert 0 <= frame.loc["laanet", "ece"] <= 1
     frames = pd.read_csv(out / "laanet" / "frames.csv")
     assert set(frames["kind"]) >= {"real", "face_swap", "sbi"} and frames["prob"].between(0, 1).all()
 

@@ -20,7 +20,8 @@ A reused ``--out`` first loses the files an earlier dfattn-evaluate wrote there 
 ``OUT/.dfattn-evaluate.json``), so no stale table stands beside the new ones. A checkpoint that
 cannot be read is named and skipped: the others' tables are still written, and the exit code is 1.
 Unreadable images of a ``labelled:`` folder are skipped and counted (column ``skipped``).
-On labelled and preprocessed data the frame (and video) table has AUC, AP, EER, TPR at 1 % and
+The frame table (``frame.csv``: on built-in or folder data every held-out family's fakes and the
+self-blended ones against the test reals; with videos also ``video.csv``) has AUC, AP, EER, TPR at 1 % and
 5 % FPR (``tpr_at_fpr_1``, ``tpr_at_fpr_5``), the expected calibration error (``ece``), and the
 accuracy and balanced accuracy at the checkpoint's operating point (``threshold``: chosen on
 validation by dfattn-train; 0.5 for a checkpoint without one; probabilities are temperature-scaled
@@ -102,6 +103,16 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
         table.to_csv(run_dir / name, index=False)
         written.append(str((run_dir / name).relative_to(out)))
 
+    point = OperatingPoint.from_header(header, label)
+
+    def summary(table: pd.DataFrame, extra: dict | None = None) -> pd.Series:
+        """All-rows metrics at the operating point (probabilities temperature-scaled where the run
+        fitted a temperature), TPR at 1 % / 5 % FPR and the ECE."""
+        table["prob"] = point.prob(table["logit"])
+        metrics = evaluate_frames(table, threshold=point.threshold).loc["all"]
+        more = {**operating_metrics(table["label"], table["prob"]), "threshold": point.threshold, **(extra or {})}
+        return pd.concat([metrics, pd.Series(more)])
+
     kind, _, path = data.partition(":")
     result: dict[str, Any] = {}
     if kind in ("synthetic", "folder"):
@@ -109,8 +120,9 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
         faces = face_splits(data, sizes, cfg["face_size"], seed, detector=cfg.get("face_detector", "dlib"))["test"]
         models = {label: model}
         frames = cross_manipulation(models, faces, size, seed, **kw)
-        save(frames, "frames.csv")
         result["cross"] = cross_manipulation_table(frames).iloc[0]
+        result["frame"] = summary(frames)  # every family's fakes and the SBI fakes against the reals
+        save(frames, "frames.csv")
         if args.quality:
             qframes = quality(models, faces, size, seed, **kw)
             save(qframes, "quality_frames.csv")
@@ -125,18 +137,11 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
 
             items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
         frames, videos = labelled_frames(model, items, **kw)
-        point = OperatingPoint.from_header(header, label)
-        skipped = len(getattr(items, "skipped", ()))
-        for key, table in (("frame", frames), ("video", videos)):
-            if table is None:
-                continue
-            table["prob"] = point.prob(table["logit"])  # calibrated where the run fitted a temperature
-            save(table, f"{key}s.csv")
-            metrics = evaluate_frames(table, threshold=point.threshold).loc["all"]
-            extra = {**operating_metrics(table["label"], table["prob"]), "threshold": point.threshold}
-            if key == "frame":
-                extra["skipped"] = skipped
-            result[key] = pd.concat([metrics, pd.Series(extra)])
+        result["frame"] = summary(frames, {"skipped": len(getattr(items, "skipped", ()))})
+        save(frames, "frames.csv")
+        if videos is not None:
+            result["video"] = summary(videos)
+            save(videos, "videos.csv")
     else:
         raise ValueError(f"unknown --data {data!r}: synthetic, folder:PATH, labelled:PATH or preprocessed:PATH")
     return result
