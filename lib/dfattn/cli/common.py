@@ -30,12 +30,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def margin(text: str) -> float:
-    """argparse type: a face-crop margin, a share of the face box in [0, 1]."""
+def number(text: str) -> float:
+    """``text`` as a float, or argparse's usage error."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def margin(text: str) -> float:
+    """argparse type: a face-crop margin, a share of the face box in [0, 1]."""
+    value = number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"the margin is a share of the face box in [0, 1], got {value:g}")
     return value
@@ -81,5 +86,5 @@ def run_tool(name: str, parser: argparse.ArgumentParser, body: Callable[[argpars
         return EXIT_ERROR
 
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "load_for_use", "margin", "output_folder",
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "load_for_use", "margin", "number", "output_folder",
            "positive_int", "run_tool"]

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from dfattn.cli.common import load_for_use, margin, output_folder, positive_int, run_tool
+from dfattn.cli.common import load_for_use, margin, number, output_folder, positive_int, run_tool
 from dfattn.config import get_device
 from dfattn.data.detectors import load_detector as load_face_detector
 from dfattn.data.folder import FACE_DETECTORS, crop_face, detect_faces, list_images, read_image
@@ -53,10 +53,7 @@ log = logging.getLogger("dfattn-detect")
 
 def probability(text: str) -> float:
     """argparse type: a probability strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = number(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"a threshold on P(fake) is in (0, 1), got {value:g}")
     return value
@@ -64,10 +61,7 @@ def probability(text: str) -> float:
 
 def band(text: str) -> float:
     """argparse type: the half-width of the uncertain band, in [0, 0.5)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = number(text)
     if not 0.0 <= value < 0.5:
         raise argparse.ArgumentTypeError(f"the uncertain band is a share of probability in [0, 0.5), got {value:g}")
     return value
