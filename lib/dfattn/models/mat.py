@@ -363,6 +363,20 @@ class RILTerms:
         return self.intra + self.inter
 
 
+def _mean_over_processes(x: Tensor) -> Tensor:
+    """``x`` averaged over the processes of a distributed run (each holds an equal shard of the
+    global batch, so this is the global batch's mean); ``x`` itself in a single process. Under
+    DDP the centres must move with every process's samples, not with rank 0's alone (DDP's buffer
+    broadcast would otherwise keep only rank 0's update)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()
+
+
 class RegionalIndependenceLoss(nn.Module):
     """Regional independence loss (paper §3.3): keep each attention head on *its own*
     region by pulling every sample's semantic feature ``V_k`` towards a feature centre ``c_k`` of
@@ -383,7 +397,8 @@ class RegionalIndependenceLoss(nn.Module):
 
     The loss is computed against the *updated* centres ``c'``, which depend on the batch through
     ``alpha``: that is what gives the inter term a gradient (as in the code). The centres are a
-    buffer: saved with the model, starting at zero, and written (detached) only in training mode.
+    buffer: saved with the model, starting at zero, and written (detached) only in training mode;
+    under DDP the update is averaged over the processes (the global batch's mean).
     ``alpha = alpha_0 decay^epoch`` follows :meth:`set_epoch`.
     """
 
@@ -427,9 +442,10 @@ class RegionalIndependenceLoss(nn.Module):
         delta = semantic - self.centers  # (B, M, C_t)
         if self.variant == "official":
             delta = delta * (labels == 0).to(delta.dtype).view(-1, 1, 1)
-        new = self.centers + self.alpha * delta.mean(0)  # (M, C_t)
+        step = delta.mean(0)  # (M, C_t)
+        new = self.centers + self.alpha * step
         if self.training:
-            self.centers.copy_(new.detach())
+            self.centers.copy_(self.centers + self.alpha * _mean_over_processes(step.detach()))
         return new
 
     def forward(self, semantic: Tensor, labels: Tensor) -> RILTerms:
