@@ -305,3 +305,17 @@ def test_overfits_a_handful_of_pseudo_fakes():
     with torch.no_grad():
         p = model.predict_proba(batch["image"])
     assert ((p > 0.5).float() == batch["label"]).all()
+
+
+def test_the_official_inter_scaling_divides_the_paper_inter_term_by_m_alpha():
+    from dfattn.models.mat import RegionalIndependenceLoss
+
+    g = torch.Generator().manual_seed(0)
+    semantic, labels = 0.01 * torch.randn(6, 4, 5, generator=g), torch.tensor([0, 1] * 3)
+    plain = RegionalIndependenceLoss(4, 5).train()(semantic, labels)
+    scaled = RegionalIndependenceLoss(4, 5, inter_scale="official").train()(semantic, labels)
+    assert plain.inter > 0
+    torch.testing.assert_close(scaled.inter, plain.inter / (4 * 0.05))
+    torch.testing.assert_close(scaled.intra, plain.intra)
+    with pytest.raises(ValueError, match="inter_scale"):
+        RegionalIndependenceLoss(4, 5, inter_scale="double")

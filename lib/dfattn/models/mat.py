@@ -101,6 +101,11 @@ class MATConfig:
             every convolution as if its input were 380 px (:mod:`dfattn.models.official`).
         texture_bias: the official texture block's dense-layer and transition convolutions with
             a bias, as the released checkpoint has them (``False``: without, as before).
+        ril_inter_scale: ``"official"``: the paper variant's inter-centre term divided by
+            ``M alpha`` as the released code divides its own. The term reaches the features only
+            through the centre update ``c' = c + alpha mean(V - c)``, so its gradient scales with
+            ``alpha`` (about 3 % of the intra term's at alpha 0.05); the division undoes that.
+            ``"none"``: the paper's sum as it stands. The official variant is always divided.
     """
 
     backbone: str = "efficientnet_b4"
@@ -131,6 +136,7 @@ class MATConfig:
     normalization: Literal["weights", "half", "none"] = "weights"
     backbone_padding: StaticPadding = ()
     texture_bias: bool = False
+    ril_inter_scale: Literal["none", "official"] = "none"
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -415,9 +421,13 @@ class RegionalIndependenceLoss(nn.Module):
         alpha_decay: float = 0.9,
         inner_margins: tuple[float, float] = (0.05, 0.1),
         inter_margin: float = 0.2,
+        inter_scale: str = "none",
     ):
         super().__init__()
+        if inter_scale not in ("none", "official"):
+            raise ValueError(f"inter_scale must be 'none' or 'official', got {inter_scale!r}")
         self.variant = variant
+        self.inter_scale = inter_scale
         self.alpha0, self.alpha_decay = alpha, alpha_decay
         self.inter_margin = inter_margin
         self.register_buffer("inner_margins", torch.tensor(inner_margins, dtype=torch.float32),
@@ -461,6 +471,8 @@ class RegionalIndependenceLoss(nn.Module):
             distance = (semantic - centers).pow(2).sum(-1)  # (B, M) squared, per head
             intra = F.relu(distance - margin[:, None]).sum(1).mean()
             inter = F.relu(self.inter_margin - pairwise[off_diagonal]).sum()
+            if self.inter_scale == "official":  # undo the alpha its gradient carries (ril_inter_scale)
+                inter = inter / (len(centers) * self.alpha)
         else:
             distance = _safe_sqrt((semantic - centers).pow(2).sum((1, 2)))  # (B,) Frobenius over heads
             intra = F.relu(torch.sign(margin) * distance - margin).mean()
@@ -578,7 +590,7 @@ class MAT(Detector):
             self.classifier = OfficialClassifier(m * c_f, c_g, c.hidden_dims, out)
         self.global_dropout = nn.Dropout(c.global_dropout)
         self.ril = RegionalIndependenceLoss(m, c_t, c.ril, c.alpha, c.alpha_decay, c.inner_margins,
-                                            c.inter_margin)
+                                            c.inter_margin, inter_scale=c.ril_inter_scale)
         # Stage 1 of the official schedule: the backbone as a plain classifier.
         self.plain_head = nn.Linear(c_g, out) if c.pretrain_epochs > 0 else None
         self.channels = {"texture": c_t, "attention": c_a, "global": c_g, "textural": c_f}
