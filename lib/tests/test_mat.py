@@ -319,3 +319,28 @@ def test_the_official_inter_scaling_divides_the_paper_inter_term_by_m_alpha():
     torch.testing.assert_close(scaled.intra, plain.intra)
     with pytest.raises(ValueError, match="inter_scale"):
         RegionalIndependenceLoss(4, 5, inter_scale="double")
+
+
+def test_agda_blur_scales_with_the_input_when_given_a_reference_size():
+    fixed = AGDAConfig()
+    assert fixed.blur_at(128) == fixed.blur_at(380) == (7.0, fixed.kernel)  # the default: pixels
+    scaled = AGDAConfig(reference_size=380)
+    assert scaled.blur_at(380) == (7.0, fixed.kernel)
+    sigma, kernel = scaled.blur_at(190)
+    assert sigma == pytest.approx(3.5) and kernel == 2 * math.ceil(10.5) + 1
+    official = AGDAConfig.official(reference_size=380)
+    assert official.blur_at(380) == (7.0, 11) and official.blur_at(190)[1] % 2 == 1
+    # the same smooth pattern at two sizes loses the same share of its detail when the blur scales
+    from dfattn.models.agda import agda_degrade
+
+    F = torch.nn.functional
+    yy, xx = torch.meshgrid(torch.arange(380.0), torch.arange(380.0), indexing="ij")
+    x = (0.5 + 0.5 * torch.sin(2 * math.pi * xx / 60) * torch.cos(2 * math.pi * yy / 80)).expand(1, 3, 380, 380)
+
+    def mismatch(config):
+        big = F.interpolate(agda_degrade(x.contiguous(), config), size=(190, 190), mode="area")
+        return float((big - agda_degrade(F.interpolate(x, size=(190, 190), mode="area"), config)).abs().mean())
+
+    assert mismatch(scaled) < 0.2 * mismatch(fixed)
+    with pytest.raises(ValueError, match="reference_size"):
+        AGDAConfig(reference_size=0)

@@ -48,6 +48,10 @@ class AGDAConfig:
         soft_threshold: ``((t_lo, t_hi), (z_lo, z_hi))`` to pass ``A*`` through a sigmoid step at ``t``
             with slope ``z``, both drawn once per batch (official: ``((0.4, 0.6), (3, 5))``), or
             ``None`` (paper).
+        reference_size: with a size (e.g. 380, the input both the paper and the code blur at),
+            ``sigma`` and ``kernel_size`` are given at that input side and scaled by
+            ``H / reference_size`` for an ``H``-pixel input, so the degradation removes the same
+            share of the face's detail at any input size; ``None``: fixed in pixels (as before).
     """
 
     scale: float = 0.3
@@ -57,8 +61,11 @@ class AGDAConfig:
     choice: Literal["uniform", "mass"] = "uniform"
     normalise: Literal["minmax", "max"] = "minmax"
     soft_threshold: tuple[tuple[float, float], tuple[float, float]] | None = None
+    reference_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.reference_size is not None and self.reference_size < 1:
+            raise ValueError(f"AGDAConfig.reference_size must be positive, got {self.reference_size}")
         if not 0.0 < self.scale <= 1.0:
             raise ValueError(f"AGDAConfig.scale must be in (0, 1], got {self.scale}")
         if self.sigma <= 0:
@@ -80,6 +87,15 @@ class AGDAConfig:
     @property
     def kernel(self) -> int:
         return self.kernel_size or 2 * math.ceil(3 * self.sigma) + 1
+
+    def blur_at(self, side: int) -> tuple[float, int]:
+        """``(sigma, odd kernel side)`` of the blur for an input of ``side`` pixels."""
+        if self.reference_size is None:
+            return self.sigma, self.kernel
+        k = side / self.reference_size
+        sigma = self.sigma * k
+        kernel = self.kernel_size and max(1, 2 * round(0.5 * (self.kernel_size * k - 1)) + 1)
+        return sigma, kernel or 2 * math.ceil(3 * sigma) + 1
 
 
 @dataclass
@@ -114,7 +130,7 @@ def agda_degrade(images: Tensor, config: AGDAConfig, generator: torch.Generator 
     size = images.shape[-2:]
     small = F.interpolate(images, scale_factor=config.scale, mode="bilinear", align_corners=False,
                           antialias=True)  # (B, 3, 0.3 H, 0.3 W)
-    small = blur_batch(small, config.sigma, config.kernel)
+    small = blur_batch(small, *config.blur_at(size[0]))
     if config.noise_std > 0:
         noise = torch.randn(small.shape, generator=generator, device=small.device, dtype=small.dtype)
         small = small + config.noise_std * noise
