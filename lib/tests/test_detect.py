@@ -87,3 +87,14 @@ def test_an_unknown_face_detector_is_a_usage_error(runs, face_png, capsys):
 
     with pytest.raises(ValueError, match="unknown face detector"):
         TrainConfig(model="baseline", profile="smoke", face_detector="haar").resolved()
+
+
+def test_the_overlay_maps_crop_pixels_back_onto_the_picture_exactly():
+    from dfattn.data.folder import crop_face, face_square
+
+    face = SyntheticFaces(1, 160, seed=5, first_identity=3_000_000)[0]
+    for size in (64, 256):  # a shrinking and an enlarging crop
+        _, crop_lm = crop_face(face.image, face.landmarks, size, 0.2)
+        matrix = detect_cli._crop_to_image(face_square(face.landmarks, 0.2), size)
+        back = crop_lm @ matrix[:, :2].T + matrix[:, 2]
+        np.testing.assert_allclose(back, face.landmarks, atol=1e-3)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from dfattn.cli.common import load_for_use, margin, number, output_folder, positive_int, run_tool
 from dfattn.config import get_device
 from dfattn.data.detectors import load_detector as load_face_detector
-from dfattn.data.folder import FACE_DETECTORS, crop_face, detect_faces, list_images, read_image
+from dfattn.data.folder import FACE_DETECTORS, crop_face, detect_faces, face_square, list_images, read_image
 from dfattn.evaluate import OperatingPoint, fake_logit, video_level
 from dfattn.plotting import heat_overlay
 
@@ -139,28 +139,27 @@ def _frames(path: Path, frames: int) -> Iterator[tuple[str, np.ndarray | None, s
         yield "", None, str(err)
 
 
-def _own_map(model, x: torch.Tensor) -> np.ndarray | None:
-    """The detector's own attention over the face, ``(S, S)``, or ``None`` if it has none."""
+def _own_maps(model, x: torch.Tensor) -> np.ndarray | None:
+    """The detector's own attention over each face of the batch, ``(B, S, S)`` (one pass), or
+    ``None`` if it has none."""
     from dfattn.explain import attribution_maps
 
     try:
-        heat = attribution_maps(model, x, "own")[0].cpu().numpy()
+        return attribution_maps(model, x, "own").cpu().numpy()
     except TypeError:  # no attention map of its own (the baseline)
         return None
-    return heat
 
 
 COLUMNS = ("source", "frame", "face", "x0", "y0", "x1", "y1", "logit", "prob", "decision", "error")
 COLOURS = {"fake": (230, 40, 40), "real": (40, 180, 60), "uncertain": (240, 170, 0)}  # RGB
 
 
-def _crop_to_image(face_lm: np.ndarray, image_lm: np.ndarray) -> np.ndarray:
-    """The ``2 x 3`` affine map from crop pixels to image pixels. :func:`crop_face` scales and
-    shifts (no rotation), so the scale is the ratio of the landmarks' spreads and the shift the
-    difference of their means."""
-    k = float(image_lm.std(0).mean() / max(face_lm.std(0).mean(), 1e-6))
-    t = image_lm.mean(0) - k * face_lm.mean(0)
-    return np.array([[k, 0.0, t[0]], [0.0, k, t[1]]], np.float32)
+def _crop_to_image(square: tuple[int, int, int], size: int) -> np.ndarray:
+    """The ``2 x 3`` affine map from the pixels of a ``size`` crop of ``square``
+    (:func:`~dfattn.data.folder.face_square`) to image pixels (pixel centres map)."""
+    x0, y0, n = square
+    k = n / size
+    return np.array([[k, 0.0, x0 + 0.5 * k - 0.5], [0.0, k, y0 + 0.5 * k - 0.5]], np.float32)
 
 
 class Overlay:
@@ -171,11 +170,11 @@ class Overlay:
         self.image = image.copy()
         self.labels: list[tuple[tuple[float, ...], str, str]] = []
 
-    def add(self, box, face: np.ndarray, face_lm, image_lm, heat: np.ndarray | None, decision: str,
-            prob: float) -> None:
+    def add(self, box, face: np.ndarray, square: tuple[int, int, int], heat: np.ndarray | None,
+            decision: str, prob: float) -> None:
         if heat is not None:
             h, w = self.image.shape[:2]
-            matrix = _crop_to_image(face_lm, image_lm)
+            matrix = _crop_to_image(square, face.shape[0])
             coloured = cv2.warpAffine(heat_overlay(face, heat), matrix, (w, h), flags=cv2.INTER_LINEAR)
             inside = cv2.warpAffine(np.ones(face.shape[:2], np.uint8), matrix, (w, h),
                                     flags=cv2.INTER_NEAREST).astype(bool)
@@ -272,14 +271,15 @@ def _score(model, image: np.ndarray, size: int, dev: torch.device, args: argpars
     probs = point.prob(logits)
     rows = []
     overlay = None if args.no_overlays else Overlay(image)
-    for k, (found, (face, face_lm), logit, prob) in enumerate(zip(faces, crops, logits, probs)):
+    heats = None if overlay is None else _own_maps(model, x)  # (n_faces, S, S) or None
+    for k, (found, (face, _), logit, prob) in enumerate(zip(faces, crops, logits, probs)):
         decision = point.decide(float(logit), args.uncertain)
         x0, y0, x1, y1 = (round(float(v), 1) for v in found.box)
         rows.append({"face": k, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "logit": float(logit),
                      "prob": float(prob), "decision": decision})
         if overlay is not None:
-            heat = _own_map(model, x[k:k + 1])
-            overlay.add(found.box, face, face_lm, found.landmarks, heat, decision, float(prob))
+            overlay.add(found.box, face, face_square(found.landmarks, args.margin),
+                        None if heats is None else heats[k], decision, float(prob))
     if overlay is not None:
         overlay.write(out / f"{name}_overlay.png")
     return rows

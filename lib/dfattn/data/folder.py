@@ -71,6 +71,7 @@ __all__ = [
     "detect_faces",
     "detect_landmarks",
     "face_score",
+    "face_square",
     "list_images",
     "load_face",
     "plausible_landmarks",
@@ -519,6 +520,18 @@ def _detect_file(path: str, detector: str = "dlib") -> Detection:
 # --------------------------------------------------------------------------------------------
 
 
+def face_square(landmarks: np.ndarray, margin: float = 0.2, raise_by: float = 0.08) -> tuple[int, int, int]:
+    """``(x0, y0, n)``: the ``n x n`` square of image pixels from ``(x0, y0)`` that
+    :func:`crop_face` crops (see there); crop pixel ``c`` of a ``size`` crop is image pixel
+    ``(x0, y0) + (c + 0.5) n / size - 0.5``."""
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    side = (1.0 + 2.0 * margin) * float((hi - lo).max())
+    cx, cy = 0.5 * (lo + hi)
+    cy -= raise_by * side
+    x0, y0 = int(math.floor(cx - 0.5 * side)), int(math.floor(cy - 0.5 * side))
+    return x0, y0, max(1, int(round(side)))
+
+
 def crop_face(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float = 0.2,
               raise_by: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
     """A ``size x size`` crop around the landmarks, like a face detector's crop.
@@ -530,12 +543,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, size: int, margin: float
     Returns:
         ``(crop (size, size, 3) uint8, landmarks (68, 2) float32 in crop pixels)``.
     """
-    lo, hi = landmarks.min(0), landmarks.max(0)
-    side = (1.0 + 2.0 * margin) * float((hi - lo).max())
-    cx, cy = 0.5 * (lo + hi)
-    cy -= raise_by * side
-    x0, y0 = int(math.floor(cx - 0.5 * side)), int(math.floor(cy - 0.5 * side))
-    n = max(1, int(round(side)))
+    x0, y0, n = face_square(landmarks, margin, raise_by)
     h, w = image.shape[:2]
     pad = max(0, -x0, -y0, x0 + n - w, y0 + n - h)
     if pad:
