@@ -139,7 +139,7 @@ for ax in axes:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
 fig.tight_layout()
-save_figure(fig, "03_curves", FIG)
+save_figure(fig, "03_curves", FIG);
 
 # %% [markdown]
 # ```{glue:figure} 03_curves

@@ -90,7 +90,7 @@ plot_roc({m: part for m, part in held_out.groupby("model", sort=False)}, ax=axes
 plot_roc({m: part[part["kind"].isin(["real", "sbi"])] for m, part in frames.groupby("model", sort=False)},
          ax=axes[1], title="self-blended fakes of the test people")
 fig.tight_layout()
-save_figure(fig, "04_roc", FIG)
+save_figure(fig, "04_roc", FIG);
 
 # %% [markdown]
 # ```{glue:figure} 04_roc
@@ -208,7 +208,7 @@ for row, (what, k) in zip(axes, picks.items()):
             ax.set_axis_off()
     show(row[3], item["mask"][0], "ground-truth mask", cmap="gray", vmin=0, vmax=1)
 fig.tight_layout()
-save_figure(fig, "04_decisions", FIG)
+save_figure(fig, "04_decisions", FIG);
 
 # %% [markdown]
 # ```{glue:figure} 04_decisions

@@ -87,7 +87,7 @@ for ax, (column, title) in zip(axes, [("mean", "held-out families"), ("sbi", "he
     ax.grid(axis="x", alpha=0.3)
 axes[0].set_yticks(y, summary.index, fontsize=8)
 fig.tight_layout()
-save_figure(fig, "05_ablations", FIG)
+save_figure(fig, "05_ablations", FIG);
 
 # %% [markdown]
 # ```{glue:figure} 05_ablations

@@ -96,7 +96,7 @@ for r, k in enumerate(show_idx):
 for ax in axes.flat:
     ax.title.set_fontsize(6)
 fig.tight_layout()
-save_figure(fig, "06_maps", FIG)
+save_figure(fig, "06_maps", FIG);
 
 # %% [markdown]
 # ```{glue:figure} 06_maps
