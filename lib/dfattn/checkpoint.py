@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from dfattn.models.base import Detector, detector_from_spec
+from dfattn.models.backbone import with_normalization
 
 CHECKPOINT_FORMAT = "dfattn-checkpoint/1"
 
@@ -206,7 +207,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu"
         model = detector_from_spec(header["detector"], pretrained=False)
     except (ValueError, TypeError, KeyError, RuntimeError) as err:  # unknown model or backbone, bad fields
         raise ValueError(f"{path}: the header's detector cannot be built: {err}") from err
-    state, expected = model_state(tensors), model.state_dict()
+    state, expected = with_normalization(model, model_state(tensors)), model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     misshapen = [k for k in expected if k in state and state[k].shape != expected[k].shape]

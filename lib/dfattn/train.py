@@ -56,6 +56,7 @@ from dfattn.protocol import Materialised
 from dfattn.checkpoint import (FolderLock, jsonable, model_state, read_checkpoint, save_checkpoint, set_rng_state,
                                write_text_atomic)
 from dfattn.distributed import LossModule, init_distributed
+from dfattn.models.backbone import with_normalization
 from dfattn.models.base import Detector, config_fields, create_detector, detector_class
 from dfattn.optim import SAM, frozen_bn_statistics, lr_factor
 
@@ -321,7 +322,7 @@ class Trainer:
         if changed:
             raise ValueError(f"{path}: cannot resume, the run's config differs in {sorted(changed)} "
                              f"(use another out_dir or delete the checkpoint)")
-        self.model.load_state_dict(model_state(tensors))
+        self.model.load_state_dict(with_normalization(self.model, model_state(tensors)))
         opt = header["optimizer"]
         state = {"param_groups": opt["param_groups"], "state": {}}
         for idx, entries in opt["state"].items():

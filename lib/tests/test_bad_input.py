@@ -245,6 +245,7 @@ def test_labelled_evaluation_skips_counts_and_reports_unreadable_images(runs, tm
     assert evaluate_cli.main([str(runs["baseline"]), "--data", f"labelled:{tmp_path / 'data'}", "--out", str(out)]) == 0
     frame = pd.read_csv(out / "frame.csv", index_col=0)
     assert frame.loc["baseline", "skipped"] == 1 and frame.loc["baseline", "n"] == 4
+    assert frame.loc["baseline", "scored"] == 4 and 0 <= frame.loc["baseline", "no_face"] <= 4
 
 
 def test_symlinked_sub_folders_are_followed_once(tmp_path):

@@ -6,7 +6,10 @@ Data (``--data``):
   training (the checkpoint's seed and split sizes), with the cross-manipulation benchmark
   (each held-out family and self-blended fakes) and, with ``--quality``, every degradation;
 - ``labelled:PATH``: a folder with ``real/`` and ``fake/`` face images (a sub-folder per video
-  gives video-level metrics);
+  gives video-level metrics). They are prepared as the run's training faces were: landmarks by
+  its face detector (cached), the training crop and margin at its face size, then its input
+  size; an image without a face found is scored resized as it is (``--no-face skip``: left
+  out). Columns ``scored`` and ``no_face`` count them. ``--no-align`` only resizes;
 - ``preprocessed:PATH``: the test split of a ``dfattn-preprocess`` output (frame and video level,
   32 frames per video by default).
 
@@ -60,6 +63,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-tta", action="store_true", help="average each image's logit with its flip's")
     p.add_argument("--n-test", type=positive_int, default=None, help="test faces (default: the run's)")
     p.add_argument("--frames", type=positive_int, default=32, help="preprocessed: frames per test video (32)")
+    p.add_argument("--no-align", action="store_true",
+                   help="labelled: resize the images as they are (default: crop them as training faces)")
+    p.add_argument("--no-face", choices=("resize", "skip"), default="resize",
+                   help="labelled: an image without a detected face is scored resized (default) or left out")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes for landmark detection (1)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default=None)
     return p
@@ -131,13 +139,18 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
         if kind == "labelled":
             from dfattn.data.labelled import LabelledFolder
 
-            items = LabelledFolder(path, size, skip_bad=True)
+            align = None if args.no_align else cfg.get("face_detector", "dlib")
+            items = LabelledFolder(path, size, skip_bad=True, align=align, face_size=cfg["face_size"],
+                                   no_face=args.no_face, workers=args.workers)
         else:
             from dfattn.data.preprocessed import PreprocessedFrames
 
             items = FrameItems(PreprocessedFrames(path, "test", frames_per_video=args.frames), size)
         frames, videos = labelled_frames(model, items, **kw)
-        result["frame"] = summary(frames, {"skipped": len(getattr(items, "skipped", ()))})
+        counts = {"scored": len(frames), "skipped": len(getattr(items, "skipped", ()))}
+        if kind == "labelled":
+            counts["no_face"] = len(items.no_face)
+        result["frame"] = summary(frames, counts)
         save(frames, "frames.csv")
         if videos is not None:
             result["video"] = summary(videos)

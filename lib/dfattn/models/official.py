@@ -277,7 +277,11 @@ _HEADS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 _BACKBONE_PREFIX = {"laanet": "", "sbi": "net.", "mat": "net."}
-_OWN_STATE = {"mat": ("epoch", "ril.epoch")}  # our counters: no counterpart, kept as built
+# Ours, no counterpart in a release, kept as built: MAT's counters, and every backbone's input
+# normalisation (set by the config to the release's preprocessing: "half" or "none").
+_NORMALIZATION_STATE = ("backbone.mean", "backbone.std")
+_OWN_STATE = {"mat": ("epoch", "ril.epoch", *_NORMALIZATION_STATE), "laanet": _NORMALIZATION_STATE,
+              "sbi": _NORMALIZATION_STATE}
 
 
 def _official_key(variant: str, key: str) -> str | None:

@@ -1,0 +1,65 @@
+"""The aligned labelled evaluation: folders of face crops reach the model as training faces do."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dfattn.data.folder import crop_face
+from dfattn.data.labelled import LabelledFolder
+from dfattn.data.synthetic import SyntheticFaces
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def tight_and_loose(tmp_path_factory) -> Path:
+    """The same built-in faces cropped tight (real/) and loose, off-centre (fake/), as two
+    face detectors with different margins would, plus one image without a face."""
+    root = tmp_path_factory.mktemp("labelled")
+    faces = SyntheticFaces(N, size=320, seed=5)
+    for sub in ("real", "fake"):
+        (root / sub).mkdir()
+    for i in range(N):
+        f = faces[i]
+        tight, _ = crop_face(f.image, f.landmarks, 224, margin=0.12)
+        loose, _ = crop_face(f.image, f.landmarks + np.float32([9, -6]), 224, margin=0.42)
+        cv2.imwrite(str(root / "real" / f"{i}.png"), cv2.cvtColor(tight, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "fake" / f"{i}.png"), cv2.cvtColor(loose, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "fake" / "blank.png"), np.full((200, 200, 3), 127, np.uint8))
+    return root
+
+
+def _centre(image) -> np.ndarray:
+    a = image.numpy()
+    s = a.shape[-1]
+    return a[:, s // 5: -s // 5, s // 5: -s // 5]  # the face, away from reflected borders
+
+
+def test_tight_and_loose_crops_reach_the_model_as_the_same_crop(tight_and_loose, tmp_path):
+    plain = LabelledFolder(tight_and_loose, 64)
+    aligned = LabelledFolder(tight_and_loose, 64, align="dlib", face_size=160, cache_dir=tmp_path)
+    assert aligned.no_face == ["fake/blank.png"]  # found nowhere else, and listed
+    assert sum(aligned.aligned) == 2 * N and len(aligned) == 2 * N + 1
+    index = {p: i for i, p in enumerate(aligned.paths)}
+    before, after = [], []
+    for i in range(N):
+        t, l = index[f"real/{i}.png"], index[f"fake/{i}.png"]
+        before.append(np.abs(_centre(plain[t]["image"]) - _centre(plain[l]["image"])).mean())
+        after.append(np.abs(_centre(aligned[t]["image"]) - _centre(aligned[l]["image"])).mean())
+    # resized only, the two crops differ in scale and place; aligned, they nearly coincide
+    assert np.mean(after) < 0.03 < np.mean(before)
+    assert np.mean(after) < 0.25 * np.mean(before)
+    # the fallback serves the blank image resized, as the plain folder does
+    b = index["fake/blank.png"]
+    np.testing.assert_array_equal(aligned[b]["image"].numpy(), plain[b]["image"].numpy())
+
+
+def test_no_face_skip_leaves_the_image_out_and_counts_it(tight_and_loose, tmp_path):
+    kept = LabelledFolder(tight_and_loose, 32, align="dlib", no_face="skip", cache_dir=tmp_path)
+    assert "fake/blank.png" not in kept.paths and kept.no_face == ["fake/blank.png"]
+    assert len(kept) == 2 * N and int(kept.labels.sum()) == N and all(kept.aligned)
+    assert [kept[i]["path"] for i in range(len(kept))] == kept.paths
+    with pytest.raises(ValueError, match="no_face"):
+        LabelledFolder(tight_and_loose, 32, align="dlib", no_face="drop", cache_dir=tmp_path)
