@@ -38,26 +38,31 @@
 
 # %% tags=["parameters"]
 profile = None  # smoke | cpu | gpu; None: $DFATTN_PROFILE, else auto
-data = "synthetic"
+data = None  # None: as chapter 3 (UTKFace where present, else the built-in faces)
 rows = None  # None: every ablation; else a list of names from dfattn.ablations.ABLATIONS
 
 # %%
+import logging
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from myst_nb import glue
 
 from dfattn.ablations import ABLATIONS, as_text, run_ablations, summarise
-from dfattn.config import figures_dir, profile_from_env, repo_root, runs_dir
+from dfattn.config import book_data, figures_dir, profile_from_env, repo_root, runs_dir
 from dfattn.plotting import save_figure, save_table, update_readme_table
 
-PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
+BOOK = book_data(profile_from_env(profile), data)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
+logging.getLogger("dfattn.data").setLevel(logging.ERROR)  # images without a face: counted below
+PROFILE = BOOK.profile
 FIG = figures_dir(PROFILE)
-RUNS = runs_dir(PROFILE) / "ablations"
+RUNS = runs_dir(PROFILE) / BOOK.key / "ablations"
 BUDGET = PROFILE.ablation
 grid = [a for a in ABLATIONS if rows is None or a.name in rows]
-print(f"profile {PROFILE.name}: {len(grid)} ablations on seeds {BUDGET.seeds} (reference rows also on "
-      f"{BUDGET.reference_seeds}), {BUDGET.image_size} px, {BUDGET.n_train} training faces, {BUDGET.epochs} epochs")
+COLUMNS = ("mean", "sbi", "quality") + (("cross_dataset",) if BOOK.cross_dataset is not None else ())
+print(f"profile {PROFILE.name}, trained on {BOOK.label}: {len(grid)} ablations on seeds {BUDGET.seeds} "
+      f"(reference rows also on {BUDGET.reference_seeds}), {BUDGET.image_size} px, {BUDGET.n_train} "
+      f"training faces, {BUDGET.epochs} epochs" + (", also scored on the DFDC faces" if len(COLUMNS) > 3 else ""))
 
 # %% [markdown]
 # ## Train and score every row
@@ -65,18 +70,19 @@ print(f"profile {PROFILE.name}: {len(grid)} ablations on seeds {BUDGET.seeds} (r
 # Train-or-load, as in chapter 3: a finished run is read back.
 
 # %%
-results = run_ablations(grid, PROFILE, RUNS, data, flip_tta=True, progress=False)
+results = run_ablations(grid, PROFILE, RUNS, BOOK.spec, cross_dataset=BOOK.cross_dataset, flip_tta=True,
+                        progress=False)
 results.to_csv(FIG / "05_ablations_runs.csv", index=False)
-summary = summarise(results)
-table = as_text(summary)
+summary = summarise(results, COLUMNS)
+table = as_text(summary, COLUMNS)
 save_table(table, "05_ablations", FIG)
 table
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(1, 3, figsize=(12, 0.42 * len(summary) + 1.2), sharey=True)
+titles = {"mean": "held-out families", "sbi": "held-out SBI", "quality": "degraded", "cross_dataset": "DFDC faces"}
+fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 0.42 * len(summary) + 1.2), sharey=True)
 y = np.arange(len(summary))[::-1]
-for ax, (column, title) in zip(axes, [("mean", "held-out families"), ("sbi", "held-out SBI"),
-                                      ("quality", "degraded")]):
+for ax, (column, title) in zip(axes, [(c, titles[c]) for c in COLUMNS]):
     colours = ["C0" if name.startswith("LAA") else "C1" for name in summary.index]
     ax.barh(y, summary[column] - 0.5, left=0.5, xerr=summary[f"{column}_std"].fillna(0), color=colours, alpha=0.8)
     for model in ("laanet", "mat"):
@@ -104,11 +110,13 @@ def delta(name: str, column: str = "mean") -> float:
     return float(summary.loc[name, column] - summary.loc[ref, column])
 
 
-deltas = pd.DataFrame({c: {n: delta(n, c) for n in summary.index} for c in ("mean", "sbi", "quality")})
-noise = float(np.nanmedian(summary[["mean_std", "sbi_std", "quality_std"]].to_numpy()))
+deltas = pd.DataFrame({c: {n: delta(n, c) for n in summary.index} for c in COLUMNS})
+noise = float(np.nanmedian(summary[[f"{c}_std" for c in COLUMNS]].to_numpy()))
 for name in summary.index:
     key = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
     glue(f"d_{key}", float(deltas.loc[name, "mean"]), display=False)
+    dfdc = deltas.loc[name, "cross_dataset"] if "cross_dataset" in deltas else float("nan")
+    glue(f"dfdc_{key}", float(dfdc), display=False)
 glue("seed_noise", noise, display=False)
 deltas.round(3)
 

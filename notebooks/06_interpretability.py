@@ -33,64 +33,90 @@
 # %% tags=["parameters"]
 profile = None  # smoke | cpu | gpu; None: $DFATTN_PROFILE, else auto
 models = ["laanet", "mat", "baseline"]
-data = "synthetic"
+data = None  # None: as chapter 3 (UTKFace where present, else the built-in faces)
 seed = 0
 per_family = None  # fake images per family (None: by profile)
 
 # %%
+import logging
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from myst_nb import glue
 
-from dfattn.config import figures_dir, profile_from_env, runs_dir
+from dfattn.config import book_data, figures_dir, profile_from_env, runs_dir
 from dfattn.data.datasets import HeldOutFamilies
+from dfattn.data.sources import SplitSizes, face_splits
 from dfattn.explain import METHODS, attribution_maps, localisation_scores
 from dfattn.plotting import save_figure, save_table, show
 from dfattn.protocol import chapter_runs
 
-PROFILE = profile_from_env(profile)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
+BOOK = book_data(profile_from_env(profile), data)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
+logging.getLogger("dfattn.data").setLevel(logging.ERROR)  # images without a face: counted below
+PROFILE = BOOK.profile
 FIG = figures_dir(PROFILE)
-RUNS = runs_dir(PROFILE)
-configs, detectors, test_faces = chapter_runs(models, PROFILE, RUNS, data, seed)  # chapter 3's runs
+RUNS = runs_dir(PROFILE) / BOOK.key
+configs, detectors, test_faces = chapter_runs(models, PROFILE, RUNS, BOOK.spec, seed)  # chapter 3's runs
 c0 = configs[models[0]]
 per_family = per_family or PROFILE.demo.faces_per_family
-bench = HeldOutFamilies(test_faces, c0.image_size, seed=seed)
-fakes = [i for i in range(len(bench)) if bench.kind(i) != "real"]
-chosen = [i for f in bench.families for i in [j for j in fakes if bench.kind(j) == f][:per_family]]
-items = [bench[i] for i in chosen]
-images = torch.stack([it["image"] for it in items])  # (N, 3, H, W)
-masks = torch.stack([it["mask"][0] for it in items]).numpy()  # (N, H, W)
-families = np.array([bench.kind(i) for i in chosen])
-print(f"{len(chosen)} fake test images ({per_family} per family) at {c0.image_size} px; "
+
+
+def family_fakes(faces, n: int):
+    """The first ``n`` fakes of each held-out family made from ``faces``: images, masks, families."""
+    bench = HeldOutFamilies(faces, c0.image_size, seed=seed)
+    fakes = [i for i in range(len(bench)) if bench.kind(i) != "real"]
+    chosen = [i for f in bench.families for i in [j for j in fakes if bench.kind(j) == f][:n]]
+    items = [bench[i] for i in chosen]
+    return (torch.stack([it["image"] for it in items]),  # (N, 3, H, W)
+            torch.stack([it["mask"][0] for it in items]).numpy(),  # (N, H, W)
+            np.array([bench.kind(i) for i in chosen]), bench.families)
+
+
+images, masks, families, family_names = family_fakes(test_faces, per_family)
+print(f"{len(images)} fake test images of {BOOK.label} ({per_family} per family) at {c0.image_size} px; "
       f"mask covers {masks.mean():.1%} of the image on average")
 
 # %% [markdown]
 # ## The maps
 #
 # Every method on every model (methods that need explicit attention only where the model has it).
+# The figure shows one fake of each family made from **built-in** test faces whatever the training
+# data (no picture of a real photo's face is published by this book); the measurements below are
+# on the test people of the training data.
 
 # %%
 def methods_for(name: str) -> list[str]:
     return [m for m in METHODS if m != "own" or name in ("laanet", "mat")]
 
 
-maps: dict[tuple[str, str], np.ndarray] = {}
-for name, model in detectors.items():
-    for method in methods_for(name):
-        out = [attribution_maps(model, images[k:k + 8], method) for k in range(0, len(images), 8)]
-        maps[(name, method)] = torch.cat(out).numpy()
+def all_maps(x: torch.Tensor) -> dict[tuple[str, str], np.ndarray]:
+    out = {}
+    for name, model in detectors.items():
+        for method in methods_for(name):
+            out[(name, method)] = torch.cat([attribution_maps(model, x[k:k + 8], method)
+                                             for k in range(0, len(x), 8)]).numpy()
+    return out
+
+
+maps = all_maps(images)
+if BOOK.real:
+    builtin = face_splits("synthetic", SplitSizes(0, 0, 8), c0.face_size, seed)["test"]
+    fig_images, fig_masks, fig_families, _ = family_fakes(builtin, 1)
+    fig_maps = all_maps(fig_images)
+else:
+    fig_images, fig_masks, fig_families, fig_maps = images, masks, families, maps
 
 # %% tags=["hide-input"]
-show_idx = [int(np.flatnonzero(families == f)[0]) for f in bench.families]
+images_, masks_, families_, maps_ = fig_images, fig_masks, fig_families, fig_maps
+show_idx = [int(np.flatnonzero(families_ == f)[0]) for f in family_names]
 columns = [(n, m) for n in detectors for m in methods_for(n)]
 fig, axes = plt.subplots(len(show_idx), len(columns) + 2, figsize=(1.45 * (len(columns) + 2), 1.6 * len(show_idx)))
 for r, k in enumerate(show_idx):
-    show(axes[r, 0], images[k], families[k].replace("_", " "))
-    show(axes[r, 1], masks[k], "mask" if r == 0 else None, cmap="gray", vmin=0, vmax=1)
+    show(axes[r, 0], images_[k], families_[k].replace("_", " "))
+    show(axes[r, 1], masks_[k], "mask" if r == 0 else None, cmap="gray", vmin=0, vmax=1)
     for c, key in enumerate(columns, start=2):
-        m = maps[key][k]
+        m = maps_[key][k]
         show(axes[r, c], m / (m.max() + 1e-12), f"{key[0]}\n{key[1].replace('integrated_gradients', 'IG')}"
              if r == 0 else None, cmap="inferno", vmin=0, vmax=1)
 for ax in axes.flat:

@@ -24,6 +24,8 @@ import pandas as pd
 from dfattn.config import AblationScale, Profile, get_profile
 from dfattn.data.manipulations import DEGRADATIONS
 from dfattn.data.sources import SplitSizes, face_splits
+from dfattn.evaluate import binary_metrics
+from dfattn.protocol import cross_dataset as cross_dataset_frames
 from dfattn.protocol import cross_manipulation, cross_manipulation_table, quality, quality_table
 from dfattn.train import TrainConfig, train
 
@@ -108,7 +110,7 @@ def _run_folder(row: Ablation, seed: int, data_options: dict[str, Any]) -> str:
 
 def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, data: str = "synthetic",
                   budget: AblationScale | None = None, data_options: dict[str, Any] | None = None,
-                  **predict_kw: Any) -> pd.DataFrame:
+                  cross_dataset: str | Path | None = None, **predict_kw: Any) -> pd.DataFrame:
     """Train-or-load every (row, seed) and score it, at the profile's ablation scale
     (:class:`~dfattn.config.AblationScale`; ``budget``: another one). One table row per
     (ablation, seed) with the AUC on each held-out family, their ``mean``, ``sbi``, and ``quality``
@@ -116,7 +118,9 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
     on the same images, made once.
 
     ``data_options`` (e.g. ``{"targets": "official"}``): training-data options for every row
-    (:func:`ablation_config`); runs with non-default ones go to folders named after them."""
+    (:func:`ablation_config`); runs with non-default ones go to folders named after them.
+    ``cross_dataset``: a labelled folder of real deepfakes (``real/``, ``fake/``) every run is also
+    scored on (:func:`~dfattn.protocol.cross_dataset`, column ``cross_dataset``: its AUC)."""
     profile = _profile(profile)
     budget = budget or profile.ablation
     options = _data_options(data_options)
@@ -127,19 +131,26 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
     for seed, seed_rows in plan:
         if not seed_rows:
             continue
-        models, minutes, config = {}, {}, None
+        models, minutes, configs, config = {}, {}, {}, None
         for row in seed_rows:
             config = ablation_config(row, profile, seed, data, budget, options).resolved()
             model, history = train(config, runs / _run_folder(row, seed, options))
             models[row.name], minutes[row.name] = model, history["train_seconds"].sum() / 60
+            configs[row.name] = config
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
         test = face_splits(data, sizes, config.face_size, seed, detector=config.face_detector)["test"]
         cross = cross_manipulation_table(cross_manipulation(models, test, config.image_size, seed, **predict_kw))
         q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **predict_kw))
+        other = {}
+        if cross_dataset is not None:
+            frames, _ = cross_dataset_frames(models, configs, cross_dataset, **predict_kw)
+            other = {name: binary_metrics(part["label"], part["prob"])["auc"]
+                     for name, part in frames.groupby("model", sort=False)}
         for row in seed_rows:
             records.append({"ablation": row.name, "model": row.model, "seed": seed,
                             "minutes": minutes[row.name], **cross.loc[row.name].to_dict(),
-                            "quality": float(q[row.name].mean())})
+                            "quality": float(q[row.name].mean()),
+                            **({"cross_dataset": other[row.name]} if other else {})})
     return pd.DataFrame(records)
 
 
@@ -163,7 +174,8 @@ def summarise(results: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "q
 def as_text(summary: pd.DataFrame, columns: Sequence[str] = ("mean", "sbi", "quality")) -> pd.DataFrame:
     """``mean ± std`` strings (three decimals) for the README and the book."""
     out = pd.DataFrame(index=summary.index)
-    labels = {"mean": "held-out families AUC", "sbi": "held-out SBI AUC", "quality": "degraded AUC"}
+    labels = {"mean": "held-out families AUC", "sbi": "held-out SBI AUC", "quality": "degraded AUC",
+              "cross_dataset": "DFDC faces AUC"}
     for column in columns:
         out[labels.get(column, column)] = [f"{m:.3f}" if pd.isna(s) else f"{m:.3f} ± {s:.3f}"
                                            for m, s in zip(summary[column], summary[f"{column}_std"])]

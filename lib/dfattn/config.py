@@ -75,13 +75,19 @@ class DemoScale:
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything that changes between a smoke run, a CPU run and a paper-scale GPU run."""
+    """Everything that changes between a smoke run, a CPU run and a paper-scale GPU run.
+
+    ``real`` is the training scale of the book's runs on real photos (UTKFace, see
+    :func:`book_data`; ``None``: this profile trains on the built-in faces only), and
+    ``real_ablation`` its ablation scale."""
 
     name: str
     train: TrainScale
     ablation: AblationScale
     demo: DemoScale
     seed: int = 0
+    real: TrainScale | None = None
+    real_ablation: AblationScale | None = None
 
     @property
     def heatmap_size(self) -> int:
@@ -112,6 +118,9 @@ PROFILES: dict[str, Profile] = {
                                reference_seeds=(1, 2), n_val=50),
         demo=DemoScale(synthesis_faces=100, laanet_overfit_steps=60, ril_steps=60, ril_batch=16,
                        faces_per_family=12),
+        # On UTKFace: REAL_TRAIN_CPU (chosen on validation: chapter 3 says how).
+        real=None,
+        real_ablation=None,
     ),
     "gpu": Profile(  # paper scale: EfficientNet-B4 at 384 px
         name="gpu",
@@ -234,3 +243,60 @@ def runs_dir(profile: Profile | str) -> Path:
     path = repo_root() / "runs" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# The book's data: the built-in faces, or real photos where ../shared/data has them
+# --------------------------------------------------------------------------------------------
+
+SHARED_DATA_ENV = "DFATTN_SHARED_DATA"
+REAL_TRAIN = "utkface"  # training reals (23,312 photos; age, gender and race in the names)
+CROSS_DATASET = "dfdc_faces"  # the real-deepfake test set: real/ and fake/ face crops
+
+
+def shared_data(name: str) -> Path | None:
+    """The folder ``name`` of the shared data (``$DFATTN_SHARED_DATA``, else ``../shared/data``
+    beside the book), or ``None`` where it is absent: a reader's machine runs the book on the
+    built-in faces."""
+    base = os.environ.get(SHARED_DATA_ENV)
+    root = Path(base) if base else repo_root().parent / "shared" / "data"
+    folder = root / name
+    return folder if folder.is_dir() else None
+
+
+@dataclass(frozen=True)
+class BookData:
+    """What the chapters train and test on.
+
+    Attributes:
+        spec: the data spec of training (:mod:`dfattn.data.sources`).
+        label: its name in the text (``"UTKFace"``, ``"the built-in faces"``).
+        key: the sub-folder of the runs (``"synthetic"`` or ``"utkface"``), so runs on different
+            data never meet.
+        profile: the profile, with the training scale for this data.
+        cross_dataset: the ``dfdc_faces`` folder, where present and the runs are on real photos.
+    """
+
+    spec: str
+    label: str
+    key: str
+    profile: Profile
+    cross_dataset: Path | None = None
+
+    @property
+    def real(self) -> bool:
+        return self.key != "synthetic"
+
+
+def book_data(profile: Profile, data: str | None = None) -> BookData:
+    """The chapters' data under ``profile``: ``data`` if given (a data spec, trained at the
+    profile's scale), else UTKFace where the shared data holds it and the profile has a real-photo
+    scale (:attr:`Profile.real`), else the built-in faces."""
+    if data is not None and data != "auto":
+        key = "synthetic" if data == "synthetic" else data.partition(":")[0]
+        return BookData(data, "the built-in faces" if key == "synthetic" else data, key, profile)
+    utk = shared_data(REAL_TRAIN)
+    if utk is None or profile.real is None:
+        return BookData("synthetic", "the built-in faces", "synthetic", profile)
+    real = dataclasses.replace(profile, train=profile.real, ablation=profile.real_ablation or profile.ablation)
+    return BookData(f"folder:{utk.resolve()}", "UTKFace", REAL_TRAIN, real, shared_data(CROSS_DATASET))

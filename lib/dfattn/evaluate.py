@@ -52,6 +52,7 @@ __all__ = [
     "bootstrap_metrics",
     "paired_bootstrap",
     "rate_interval",
+    "rates_by_group",
     "choose_operating_point",
     "expected_calibration_error",
     "fit_temperature",
@@ -643,3 +644,36 @@ def rate_interval(successes: int, trials: int, level: float = 0.95) -> tuple[flo
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rates_by_group(flagged: Any, groups: Mapping[str, Sequence[Any]], level: float = 0.95) -> pd.DataFrame:
+    """The rate of ``flagged`` (bool per image, e.g. real faces called fake at the operating
+    threshold: the false-positive rate) in each group of each attribute, with Wilson intervals.
+
+    Args:
+        flagged: one bool per image.
+        groups: attribute name -> one group label per image (``None`` / NaN: unknown, counted in
+            no group of that attribute).
+
+    Returns:
+        Rows ``(attribute, group)`` (groups sorted), columns ``n``, ``flagged``, ``rate``,
+        ``low``, ``high``; a first row ``("all", "all")``.
+    """
+    hits = np.asarray(flagged, dtype=bool)
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+
+    def add(key: tuple[str, str], mask: np.ndarray) -> None:
+        n, k = int(mask.sum()), int(hits[mask].sum())
+        low, high = rate_interval(k, n, level)
+        rows[key] = {"n": n, "flagged": k, "rate": k / n if n else float("nan"), "low": low, "high": high}
+
+    add(("all", "all"), np.ones(hits.size, dtype=bool))
+    for attribute, labels in groups.items():
+        values = pd.Series(list(labels), dtype=object)
+        if len(values) != hits.size:
+            raise ValueError(f"{attribute}: {len(values)} group labels for {hits.size} images")
+        for group in sorted(values.dropna().unique(), key=str):
+            add((attribute, str(group)), (values == group).to_numpy())
+    table = pd.DataFrame(rows).T
+    table.index.names = ["attribute", "group"]
+    return table.astype({"n": int, "flagged": int})

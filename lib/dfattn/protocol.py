@@ -10,7 +10,13 @@ Held-out people only, never seen in training or model selection:
   (:data:`~dfattn.data.manipulations.DEGRADATIONS`), reals degraded alike;
 - chapter 3's runs as chapters 4 and 6 read them (:func:`chapter_runs`);
 - a **labelled folder** (``real/`` and ``fake/``) or a **preprocessed benchmark** (FF++,
-  Celeb-DF, ...): frame-level and video-level metrics (:func:`labelled_frames`).
+  Celeb-DF, ...): frame-level and video-level metrics (:func:`labelled_frames`);
+- the **cross-dataset** test (:func:`cross_dataset`, :func:`cross_dataset_table`): a labelled
+  folder of real deepfakes (DFDC faces) that training never saw, each image aligned as the
+  training faces were, every metric with a bootstrap interval and the paired difference of each
+  detector to the baseline;
+- **false alarms by group** (:func:`false_alarms_by_group`): the real test faces each model calls
+  fake at its operating threshold (chosen on validation), per group of an attribute.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from torch import nn
 from dfattn.data.datasets import Degradation, HeldOutFamilies, PseudoFakePairs, image_array
 from dfattn.data.faces import FaceSource
 from dfattn.data.manipulations import DEGRADATIONS, FAMILIES
-from dfattn.evaluate import evaluate_frames, predict, video_level
+from dfattn.evaluate import (BOOTSTRAP_METRICS, OperatingPoint, bootstrap_metrics, evaluate_frames, paired_bootstrap,
+                             predict, rates_by_group, video_level)
 
 if TYPE_CHECKING:
     from dfattn.config import Profile
@@ -157,13 +164,128 @@ def chapter_runs(models: Sequence[str], profile: "Profile | str", runs: str | Pa
     return configs, detectors, test_faces
 
 
+def cross_dataset(models: Mapping[str, nn.Module], configs: Mapping[str, "TrainConfig"], folder: str | Path,
+                  no_face: str = "resize", workers: int = 1, **predict_kw: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Frame table of each model on a labelled folder (``real/``, ``fake/``), every image prepared
+    as that model's training faces were (:class:`~dfattn.data.labelled.LabelledFolder` with
+    ``align``: its face detector, face size, margin and input size).
+
+    Returns:
+        ``(frames, counts)``: one row per (model, image) with ``model``, ``logit``, ``prob``,
+        ``label``, ``path``, ``aligned``; and ``{"images", "scored", "no_face", "unreadable"}``
+        (of the first model's folder; ``no_face`` images are scored resized, or left out with
+        ``no_face="skip"``).
+    """
+    from dfattn.data.labelled import LabelledFolder
+
+    folders: dict[tuple, LabelledFolder] = {}
+    parts = []
+    for name, model in models.items():
+        c = configs[name]
+        key = (c.image_size, c.face_size, c.face_detector)
+        if key not in folders:
+            folders[key] = LabelledFolder(folder, c.image_size, skip_bad=True, align=c.face_detector,
+                                          face_size=c.face_size, no_face=no_face, workers=workers)
+        items = folders[key]
+        frames = predict(model, items, **predict_kw)
+        parts.append(frames.assign(model=name, aligned=[items.aligned[i] for i in frames["index"]]))
+    first = next(iter(folders.values()))
+    counts = {"images": len(first) + len(first.skipped) + (len(first.no_face) if no_face == "skip" else 0),
+              "scored": len(first), "no_face": len(first.no_face), "unreadable": len(first.skipped)}
+    return pd.concat(parts, ignore_index=True), counts
+
+
+def cross_dataset_table(frames: pd.DataFrame, baseline: str | None = "baseline",
+                        metrics: Sequence[str] = BOOTSTRAP_METRICS, n_boot: int = 1000, seed: int = 0
+                        ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Each model's metrics on :func:`cross_dataset`'s frames with 95 % stratified bootstrap
+    intervals, and each other model's paired difference to ``baseline`` (same images, same
+    resamples).
+
+    Returns:
+        ``(table, differences)``: ``table`` has rows models and columns ``<metric>``,
+        ``<metric>_low``, ``<metric>_high`` and ``n``; ``differences`` rows ``"<model> - <baseline>"``
+        and columns ``<metric>``, ``<metric>_low``, ``<metric>_high`` (``None`` without the
+        baseline among the models).
+    """
+    by_model = {m: part.sort_values("path") for m, part in frames.groupby("model", sort=False)}
+    rows = {}
+    for name, part in by_model.items():
+        boot = bootstrap_metrics(part["label"], part["prob"], metrics, n_boot=n_boot, seed=seed)
+        row = {}
+        for metric in metrics:
+            row.update({metric: boot.loc[metric, "value"], f"{metric}_low": boot.loc[metric, "low"],
+                        f"{metric}_high": boot.loc[metric, "high"]})
+        rows[name] = {**row, "n": len(part)}
+    table = pd.DataFrame(rows).T.astype({"n": int})
+    if baseline is None or baseline not in by_model or len(by_model) < 2:
+        return table, None
+    base = by_model[baseline]
+    diffs = {}
+    for name, part in by_model.items():
+        if name == baseline:
+            continue
+        if list(part["path"]) != list(base["path"]):
+            raise ValueError(f"{name} and {baseline} were not scored on the same images")
+        d = paired_bootstrap(part["label"], part["prob"], base["prob"], metrics, n_boot=n_boot, seed=seed)
+        row = {}
+        for metric in metrics:
+            row.update({metric: d.loc[metric, "difference"], f"{metric}_low": d.loc[metric, "low"],
+                        f"{metric}_high": d.loc[metric, "high"]})
+        diffs[f"{name} - {baseline}"] = row
+    return table, pd.DataFrame(diffs).T
+
+
+def with_intervals(table: pd.DataFrame, metrics: Sequence[str] = BOOTSTRAP_METRICS, digits: int = 3
+                   ) -> pd.DataFrame:
+    """A table of :func:`cross_dataset_table` for reading: each metric as ``value [low, high]``."""
+    out = pd.DataFrame(index=table.index)
+    for metric in metrics:
+        out[metric] = [f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" for v, lo, hi in
+                       zip(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])]
+    for extra in [c for c in table.columns if c not in out.columns and not c.endswith(("_low", "_high"))
+                  and c not in metrics]:
+        out[extra] = table[extra]
+    return out
+
+
+def false_alarms_by_group(frames: pd.DataFrame, points: Mapping[str, OperatingPoint],
+                          groups: Mapping[str, Sequence[Any]]) -> pd.DataFrame:
+    """The false-positive rate of each model on real faces, per group, at its operating point.
+
+    Args:
+        frames: rows of real images only, with ``model``, ``logit`` and, per model, the images in
+            the same order as ``groups``.
+        points: each model's :class:`~dfattn.evaluate.OperatingPoint` (chosen on validation).
+        groups: attribute -> one group label per real image.
+
+    Returns:
+        Rows ``(attribute, group)``; columns ``n`` and, per model, ``<model>`` (the rate),
+        ``<model>_low``, ``<model>_high`` (Wilson 95 %).
+    """
+    out = None
+    for name, part in frames.groupby("model", sort=False):
+        if (part["label"] != 0).any():
+            raise ValueError(f"{name}: false alarms are counted on real images only")
+        flagged = part["logit"].to_numpy() >= points[name].logit  # OperatingPoint.decide, vectorised
+        table = rates_by_group(flagged, groups)
+        cols = table[["rate", "low", "high"]].rename(columns={"rate": name, "low": f"{name}_low",
+                                                            "high": f"{name}_high"})
+        out = table[["n"]].join(cols) if out is None else out.join(cols)
+    return out
+
+
 __all__ = [
     "FAMILIES",
     "FrameItems",
     "Materialised",
     "chapter_runs",
+    "cross_dataset",
+    "cross_dataset_table",
     "cross_manipulation",
     "cross_manipulation_table",
+    "false_alarms_by_group",
+    "with_intervals",
     "labelled_frames",
     "quality",
     "quality_table",

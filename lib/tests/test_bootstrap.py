@@ -69,3 +69,31 @@ def test_wilson_interval_known_values():
     assert all(np.isnan(rate_interval(0, 0)))
     with pytest.raises(ValueError):
         rate_interval(11, 10)
+
+
+def test_rates_by_group_counts_and_intervals():
+    """False alarms per group on hand-made decisions: counts, rates and the Wilson interval of
+    each group, unknown labels in no group."""
+    from dfattn.evaluate import rate_interval, rates_by_group
+
+    flagged = [True, False, False, False, True, True, False, False]
+    gender = ["male", "male", "male", "male", "female", "female", "female", None]
+    table = rates_by_group(flagged, {"gender": gender})
+    assert table.loc[("all", "all"), "n"] == 8 and table.loc[("all", "all"), "flagged"] == 3
+    assert table.loc[("gender", "male"), "rate"] == pytest.approx(0.25)
+    assert table.loc[("gender", "female"), "rate"] == pytest.approx(2 / 3)
+    assert table.loc[("gender", "female"), "n"] == 3  # the unknown one is in no group
+    low, high = rate_interval(2, 3)
+    assert (table.loc[("gender", "female"), "low"], table.loc[("gender", "female"), "high"]) == pytest.approx((low, high))
+    assert low < 2 / 3 < high
+    with pytest.raises(ValueError, match="gender"):
+        rates_by_group(flagged, {"gender": gender[:5]})
+
+
+def test_utkface_names():
+    from dfattn.data.utkface import utkface_attributes
+
+    assert utkface_attributes("utk/26_1_2_20170116184024662.jpg") == {"age": "20-39", "gender": "female", "race": "Asian"}
+    assert utkface_attributes("100_0_0_20170112213500903.jpg") == {"age": "60+", "gender": "male", "race": "White"}
+    assert utkface_attributes("9_0_4_x.jpg")["age"] == "0-19"
+    assert utkface_attributes("39_1_20170116174525125.jpg") is None  # a field missing

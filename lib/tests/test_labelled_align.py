@@ -63,3 +63,31 @@ def test_no_face_skip_leaves_the_image_out_and_counts_it(tight_and_loose, tmp_pa
     assert [kept[i]["path"] for i in range(len(kept))] == kept.paths
     with pytest.raises(ValueError, match="no_face"):
         LabelledFolder(tight_and_loose, 32, align="dlib", no_face="drop", cache_dir=tmp_path)
+
+
+def test_cross_dataset_scores_every_model_on_the_same_aligned_images(tight_and_loose, runs):
+    """protocol.cross_dataset on two smoke checkpoints: one row per (model, image), the counts of
+    the folder, the aligned flag per image, and the paired table over the same paths."""
+    from types import SimpleNamespace
+
+    from dfattn.checkpoint import load_detector
+    from dfattn.protocol import cross_dataset, cross_dataset_table
+
+    models, configs = {}, {}
+    for name in ("baseline", "laanet"):
+        model, header = load_detector(runs[name])
+        cfg = header["train_config"]
+        models[name] = model
+        configs[name] = SimpleNamespace(image_size=cfg["image_size"], face_size=cfg["face_size"],
+                                        face_detector="dlib")
+    frames, counts = cross_dataset(models, configs, tight_and_loose, batch_size=8, progress=False)
+    assert counts == {"images": 2 * N + 1, "scored": 2 * N + 1, "no_face": 1, "unreadable": 0}
+    assert len(frames) == 2 * (2 * N + 1) and set(frames["model"]) == {"baseline", "laanet"}
+    blank = frames[frames["path"] == "fake/blank.png"]
+    assert len(blank) == 2 and not blank["aligned"].any()
+    assert frames["aligned"].sum() == 2 * 2 * N
+    table, diffs = cross_dataset_table(frames, n_boot=50)
+    assert list(table.index) == ["baseline", "laanet"] and list(diffs.index) == ["laanet - baseline"]
+    skipped, counts = cross_dataset({"baseline": models["baseline"]}, configs, tight_and_loose, no_face="skip",
+                                    batch_size=8, progress=False)
+    assert counts["scored"] == 2 * N and counts["images"] == 2 * N + 1 and len(skipped) == 2 * N

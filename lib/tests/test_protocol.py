@@ -99,3 +99,53 @@ def test_chapter_runs_trains_then_reads_back_chapter_3s_runs(tmp_path):
         for (name, a), b in zip(detectors[m].state_dict().items(), again[m].state_dict().values()):
             assert torch.equal(a, b), (m, name)
     assert len(faces_again) == len(test_faces)
+
+
+def test_cross_dataset_table_intervals_and_paired_differences():
+    """Hand-made scores: a perfect model, the baseline at chance-ish, a copy of the baseline. The
+    table brackets each value by its interval; the copy's paired difference is exactly 0, and the
+    perfect model's AUC difference is positive with an interval above 0."""
+    import pandas as pd
+
+    from dfattn.protocol import cross_dataset_table, with_intervals
+
+    rng = np.random.default_rng(0)
+    n = 200
+    label = np.r_[np.zeros(n), np.ones(n)].astype(int)
+    paths = [f"{'rf'[y]}/{i}.jpg" for i, y in enumerate(label)]
+    base = rng.random(2 * n) * 0.6 + 0.2 * label  # weakly informative
+    frames = pd.concat([
+        pd.DataFrame({"model": "laanet", "label": label, "prob": 0.1 + 0.8 * label, "path": paths}),
+        pd.DataFrame({"model": "baseline", "label": label, "prob": base, "path": paths}),
+        pd.DataFrame({"model": "copy", "label": label, "prob": base, "path": paths}),
+    ], ignore_index=True)
+    table, diffs = cross_dataset_table(frames, n_boot=200)
+    assert table.loc["laanet", "auc"] == 1.0 and table.loc["laanet", "eer"] == 0.0
+    for m in table.index:
+        assert table.loc[m, "auc_low"] <= table.loc[m, "auc"] <= table.loc[m, "auc_high"]
+    assert table.loc["baseline", "n"] == 2 * n
+    assert diffs.loc["copy - baseline", "auc"] == 0 and diffs.loc["copy - baseline", "auc_high"] == 0
+    assert diffs.loc["laanet - baseline", "auc_low"] > 0
+    shown = with_intervals(table)
+    assert shown.loc["laanet", "auc"] == "1.000 [1.000, 1.000]" and "n" in shown.columns
+    shuffled = frames.copy()
+    shuffled.loc[shuffled["model"] == "copy", "path"] = [p + "x" for p in paths]
+    with pytest.raises(ValueError, match="same images"):
+        cross_dataset_table(shuffled, n_boot=10)
+
+
+def test_false_alarms_by_group_uses_each_models_threshold():
+    import pandas as pd
+
+    from dfattn.evaluate import OperatingPoint
+    from dfattn.protocol import false_alarms_by_group
+
+    logits = np.array([-2.0, -0.5, 0.5, 2.0])
+    frames = pd.concat([pd.DataFrame({"model": m, "label": 0, "logit": logits}) for m in ("a", "b")])
+    points = {"a": OperatingPoint(logit=0.0, rule="balanced_acc"), "b": OperatingPoint(logit=1.0, rule="balanced_acc")}
+    table = false_alarms_by_group(frames, points, {"gender": ["male", "male", "female", "female"]})
+    assert table.loc[("all", "all"), "a"] == 0.5 and table.loc[("all", "all"), "b"] == 0.25
+    assert table.loc[("gender", "female"), "a"] == 1.0 and table.loc[("gender", "male"), "a"] == 0.0
+    assert table.loc[("gender", "female"), "n"] == 2
+    with pytest.raises(ValueError, match="real images only"):
+        false_alarms_by_group(frames.assign(label=1), points, {"gender": ["m"] * 4})
