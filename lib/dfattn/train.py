@@ -153,7 +153,8 @@ class TrainConfig:
             profile = profile_from_env() if self.profile is None else get_profile(self.profile)
         detector_class(self.model)  # a clear error for an unknown model
         recipe = {**RECIPES.get(self.model, DEFAULT_RECIPE),
-                  **PROFILE_RECIPES.get(profile.name, {}).get(self.model, {})}
+                  **PROFILE_RECIPES.get(profile.name, {}).get(self.model, {}),
+                  **dict(dict(profile.recipes).get(self.model, ()))}  # the scale's own (real photos)
         values = dataclasses.asdict(self)
         values["profile"] = profile.name
         for key, value in {**dataclasses.asdict(profile.train), **recipe}.items():
