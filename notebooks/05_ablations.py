@@ -17,7 +17,9 @@
 # {doc}`04_evaluate`: the **held-out manipulation families** (mean AUC over the four), the
 # **self-blended fakes of the test people** (the training distribution on new faces) and the
 # **degraded** benchmark (mean AUC over JPEG, blur, noise and downscaling at the middle strength of
-# each grid).
+# each grid) and, where the book trains on UTKFace, the **DFDC faces** of chapter 4 (AUC on the
+# 2,000 real and fake crops, each aligned as the training faces were: real deepfakes no row saw).
+# Every row trains on the same data as chapter 3 (UTKFace where present, else the built-in faces).
 #
 # - **LAA-Net** {cite:p}`nguyen2024laanet`: the decoder (E-FPN, plain FPN, none); the explicit
 #   attention heads (heatmap and self-consistency, each alone, neither); the loss weights of the
@@ -129,11 +131,14 @@ deltas.round(3)
 # evidence either way under this budget.
 #
 # - **Explicit attention (LAA-Net).** Dropping both heads turns LAA-Net into a classifier with an
-#   FPN; the change in held-out-family AUC is {glue:text}`d_laa_net__neither_head:+.3f`. With the
-#   heatmap head alone it is {glue:text}`d_laa_net__heatmap_head_only:+.3f`, with the consistency
-#   head alone {glue:text}`d_laa_net__consistency_head_only:+.3f`.
-# - **Decoder.** Plain FPN: {glue:text}`d_laa_net__plain_fpn:+.3f`; no FPN:
-#   {glue:text}`d_laa_net__no_fpn:+.3f`. The gate has no parameters, so any difference between
+#   FPN; the change in held-out-family AUC is {glue:text}`d_laa_net__neither_head:+.3f` (on the
+#   DFDC faces {glue:text}`dfdc_laa_net__neither_head:+.3f`). With the heatmap head alone it is
+#   {glue:text}`d_laa_net__heatmap_head_only:+.3f` (DFDC {glue:text}`dfdc_laa_net__heatmap_head_only:+.3f`),
+#   with the consistency head alone {glue:text}`d_laa_net__consistency_head_only:+.3f` (DFDC
+#   {glue:text}`dfdc_laa_net__consistency_head_only:+.3f`).
+# - **Decoder.** Plain FPN: {glue:text}`d_laa_net__plain_fpn:+.3f` (DFDC
+#   {glue:text}`dfdc_laa_net__plain_fpn:+.3f`); no FPN: {glue:text}`d_laa_net__no_fpn:+.3f` (DFDC
+#   {glue:text}`dfdc_laa_net__no_fpn:+.3f`). The gate has no parameters, so any difference between
 #   E-FPN and plain FPN is the gate's alone.
 # - **Loss weights.** The released checkpoint's weights: {glue:text}`d_laa_net__released_checkpoint_weights:+.3f`.
 # - **Data.** BI instead of SBI: {glue:text}`d_laa_net__bi_instead_of_sbi:+.3f`. BI pastes another
@@ -144,7 +149,8 @@ deltas.round(3)
 #   {glue:text}`d_mat__no_regional_independence_loss:+.3f`; without AGDA {glue:text}`d_mat__no_agda:+.3f`.
 #
 # **What this budget can and cannot say.** At 64 px with 160 faces and 4 epochs the reference rows
-# are far from trained (compare chapter 3's models: 128 px, 600 faces, 8-10 epochs): LAA-Net's heatmap and
+# are far from trained (compare chapter 3's models: 128 px, 2,400 UTKFace photos for 2-3 epochs, or
+# 600 built-in faces for 8-10): LAA-Net's heatmap and
 # consistency losses, weighted 100 against the classifier's 1, take most of the backbone's few
 # updates, so the row without them learns the classifier fastest. That is a finding about short
 # budgets, not about the paper's claim; the gpu budget (384 px, 30 epochs, three seeds) is the one

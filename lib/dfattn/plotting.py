@@ -74,6 +74,19 @@ def save_figure(fig, name: str, folder: Path, glue: bool = True) -> Path:
     return path
 
 
+def _column_formats(table: pd.DataFrame, floatfmt: str) -> list[str]:
+    """``floatfmt`` for each column of ``table``, ``".0f"`` for a float column whose values are all
+    whole numbers (counts, epochs: a transposed table of mixed rows makes them floats), so that it
+    reads ``2500``, not ``2500.000``; a column with a missing value keeps ``floatfmt``."""
+    formats = []
+    for i in range(table.shape[1]):
+        values = table.iloc[:, i]
+        whole = (values.dtype.kind in "fi" and len(values) and values.notna().all()
+                 and bool((values % 1 == 0).all()))
+        formats.append(".0f" if whole else floatfmt)
+    return formats
+
+
 def markdown_table(table: pd.DataFrame | pd.Series, floatfmt: str = "g", index: bool = True) -> str:
     """GitHub Markdown of ``table``, one line per row (with its index unless ``index=False``). The
     levels of a row MultiIndex become columns of their own (printed as they are, not with
@@ -83,13 +96,15 @@ def markdown_table(table: pd.DataFrame | pd.Series, floatfmt: str = "g", index: 
         table = table.to_frame()
     if isinstance(table.columns, pd.MultiIndex):
         table = table.set_axis([" ".join(map(str, c)) for c in table.columns], axis=1)
+    formats = _column_formats(table, floatfmt)
     if not index or not isinstance(table.index, pd.MultiIndex):
-        return table.to_markdown(index=index, floatfmt=floatfmt) + "\n"
+        return table.to_markdown(index=index, floatfmt=([floatfmt] if index else []) + formats) + "\n"
     levels = list(range(table.index.nlevels))
     flat = table.reset_index()
     for i in levels:  # index labels as text: a strength of 90.0 reads "90", not "90.000"
         flat.isetitem(i, flat.iloc[:, i].map(lambda v: f"{v:g}" if isinstance(v, float) else str(v)))
-    return flat.to_markdown(index=False, floatfmt=floatfmt, disable_numparse=levels) + "\n"
+    return flat.to_markdown(index=False, floatfmt=[floatfmt] * len(levels) + formats,
+                            disable_numparse=levels) + "\n"
 
 
 def save_table(table: pd.DataFrame | pd.Series, name: str, folder: Path, floatfmt: str = "g",

@@ -110,3 +110,28 @@ def test_pretrained_can_be_switched_off_by_the_environment(monkeypatch):
     assert get_profile("gpu", pretrained=False).train.pretrained is False
     monkeypatch.delenv(config.PRETRAINED_ENV)
     assert profile_from_env("gpu").train.pretrained is True
+
+
+def test_book_data_trains_on_utkface_where_the_shared_data_has_it(tmp_path, monkeypatch):
+    """With a shared-data folder holding utkface/ the cpu profile trains on it at its real-photo
+    scale (LAA-Net's own epochs included) and tests on dfdc_faces/; without it, or under the
+    smoke profile, on the built-in faces; an explicit data spec wins."""
+    from dfattn.config import PROFILES, SHARED_DATA_ENV, book_data
+    from dfattn.train import TrainConfig
+
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path))
+    assert book_data(PROFILES["cpu"]).key == "synthetic"  # no utkface/ yet
+    (tmp_path / "utkface").mkdir()
+    book = book_data(PROFILES["cpu"])
+    assert book.real and book.spec == f"folder:{(tmp_path / 'utkface').resolve()}" and book.cross_dataset is None
+    assert book.profile.train == PROFILES["cpu"].real and book.profile.name == "cpu"
+    (tmp_path / "dfdc_faces").mkdir()
+    assert book_data(PROFILES["cpu"]).cross_dataset == tmp_path / "dfdc_faces"
+    epochs = {m: TrainConfig(model=m, profile=book.profile, data=book.spec).resolved().epochs
+              for m in ("laanet", "mat", "baseline")}
+    assert epochs == {"laanet": 3, "mat": 2, "baseline": 2}
+    synthetic = {m: TrainConfig(model=m, profile="cpu").resolved().epochs for m in ("laanet", "baseline")}
+    assert synthetic == {"laanet": 10, "baseline": 8}  # the built-in faces' scale is untouched
+    assert book_data(PROFILES["smoke"]).key == "synthetic"
+    assert book_data(PROFILES["cpu"], "synthetic").key == "synthetic"
+    assert book_data(PROFILES["cpu"], "folder:/x").spec == "folder:/x"

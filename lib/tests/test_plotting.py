@@ -112,3 +112,14 @@ def test_show_heat_draws_the_overlay():
     show_heat(ax, torch.rand(3, 8, 6), torch.rand(2, 2), "map")
     assert ax.images[0].get_array().shape == (8, 6, 3) and ax.get_title() == "map"
     plt.close(fig)
+
+
+def test_markdown_table_prints_whole_number_columns_as_integers():
+    """Counts and epochs that a transposed table turned into floats read 2500, not 2500.000; real
+    fractions keep floatfmt, and a column with a missing value is left as it is."""
+    table = pd.DataFrame({"auc": {"a": 0.5, "b": 0.75}, "n": {"a": 2500.0, "b": 300.0},
+                          "epochs": {"a": 3.0, "b": float("nan")}})
+    lines = markdown_table(table, floatfmt=".3f").splitlines()
+    cells = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert cells == ["a", "0.500", "2500", "3.000"]
+    assert [c.strip() for c in lines[3].split("|")[1:-1]] == ["b", "0.750", "300", "nan"]
