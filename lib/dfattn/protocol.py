@@ -195,6 +195,15 @@ def cross_dataset(models: Mapping[str, nn.Module], configs: Mapping[str, "TrainC
     return pd.concat(parts, ignore_index=True), counts
 
 
+def _spread(table: pd.DataFrame, column: str, metrics: Sequence[str]) -> dict[str, float]:
+    """One row of a bootstrap table (rows: metrics) as ``{metric, metric_low, metric_high}``."""
+    row = {}
+    for metric in metrics:
+        row.update({metric: table.loc[metric, column], f"{metric}_low": table.loc[metric, "low"],
+                    f"{metric}_high": table.loc[metric, "high"]})
+    return row
+
+
 def cross_dataset_table(frames: pd.DataFrame, baseline: str | None = "baseline",
                         metrics: Sequence[str] = BOOTSTRAP_METRICS, n_boot: int = 1000, seed: int = 0
                         ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -212,11 +221,7 @@ def cross_dataset_table(frames: pd.DataFrame, baseline: str | None = "baseline",
     rows = {}
     for name, part in by_model.items():
         boot = bootstrap_metrics(part["label"], part["prob"], metrics, n_boot=n_boot, seed=seed)
-        row = {}
-        for metric in metrics:
-            row.update({metric: boot.loc[metric, "value"], f"{metric}_low": boot.loc[metric, "low"],
-                        f"{metric}_high": boot.loc[metric, "high"]})
-        rows[name] = {**row, "n": len(part)}
+        rows[name] = {**_spread(boot, "value", metrics), "n": len(part)}
     table = pd.DataFrame(rows).T.astype({"n": int})
     if baseline is None or baseline not in by_model or len(by_model) < 2:
         return table, None
@@ -228,11 +233,7 @@ def cross_dataset_table(frames: pd.DataFrame, baseline: str | None = "baseline",
         if list(part["path"]) != list(base["path"]):
             raise ValueError(f"{name} and {baseline} were not scored on the same images")
         d = paired_bootstrap(part["label"], part["prob"], base["prob"], metrics, n_boot=n_boot, seed=seed)
-        row = {}
-        for metric in metrics:
-            row.update({metric: d.loc[metric, "difference"], f"{metric}_low": d.loc[metric, "low"],
-                        f"{metric}_high": d.loc[metric, "high"]})
-        diffs[f"{name} - {baseline}"] = row
+        diffs[f"{name} - {baseline}"] = _spread(d, "difference", metrics)
     return table, pd.DataFrame(diffs).T
 
 

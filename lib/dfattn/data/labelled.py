@@ -168,8 +168,8 @@ class LabelledFolder(Dataset):
                         raise ValueError(f"{self.root / name}: no face found in any image (no_face='skip')")
             if self.no_face:
                 log.info("%s: no face found in %d of %d images (%s)", self.root, len(self.no_face),
-                            len(found.files) + len(found.skipped),
-                            "scored resized as they are" if no_face == "resize" else "left out")
+                         len(found.files) + len(found.skipped),
+                         "scored resized as they are" if no_face == "resize" else "left out")
         self.aligned = [lm is not None for lm in self._landmarks]
         self.video_ids = [
             rel if rel.count("/") == 1 else rel.rsplit("/", 1)[0] for rel in self.paths
