@@ -7,6 +7,11 @@ selection sees. No test set is scored. The default row is chapter 3's own run (t
 ``runs/<profile>/<data>/laanet``), so a finished ``make book`` makes it free.
 
     python benchmarks/data_options_validation.py [--profile cpu] [--options official geometric]
+        [--eval-amp off] [--skip-default]
+
+``--eval-amp off`` scores validation in float32 (as the runs before the cpu profile's bf16
+scoring were); ``--skip-default`` trains only the option rows (the default row is then read from
+an earlier run's results).
 
 One seed per row: read differences against the seed spread of chapter 5's reference rows.
 """
@@ -34,14 +39,21 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--options", nargs="*", default=["official", "geometric"],
                         help=f"rows besides the default: {[k for k in OPTIONS if OPTIONS[k]]}")
+    parser.add_argument("--eval-amp", choices=("auto", "bf16", "off"), default=None,
+                        help="autocast of validation (default: the profile's)")
+    parser.add_argument("--skip-default", action="store_true", help="train the option rows only")
     args = parser.parse_args()
     logging.getLogger("dfattn.data").setLevel(logging.ERROR)
     book = book_data(get_profile(args.profile))
     runs = runs_dir(book.profile) / book.key
     rows = {}
-    for name in ["default (paper targets, no geometric augmentation)", *args.options]:
+    default = [] if args.skip_default else ["default (paper targets, no geometric augmentation)"]
+    for name in [*default, *args.options]:
         folder = runs / "laanet" if not OPTIONS[name] else runs / "options" / f"laanet_{name}"
-        config = TrainConfig(model="laanet", profile=book.profile, data=book.spec, progress=False, **OPTIONS[name])
+        if args.eval_amp is not None:  # not chapter 3's run, nor an option run scored otherwise
+            folder = runs / "options" / f"{folder.name}_eval_{args.eval_amp}"
+        config = TrainConfig(model="laanet", profile=book.profile, data=book.spec, progress=False,
+                             eval_amp=args.eval_amp, **OPTIONS[name])
         _, history = train(config.resolved(), folder)
         best = history.loc[history["val_auc"].idxmax()]
         rows[name] = {"selected epoch": int(best["epoch"]), "val AUC (SBI)": best["val_auc"],

@@ -139,11 +139,12 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
             configs[row.name] = config
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
         test = face_splits(data, sizes, config.face_size, seed, detector=config.face_detector)["test"]
-        cross = cross_manipulation_table(cross_manipulation(models, test, config.image_size, seed, **predict_kw))
-        q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **predict_kw))
+        kw = {"amp": config.eval_autocast(), "channels_last": config.channels_last, **predict_kw}  # as trained
+        cross = cross_manipulation_table(cross_manipulation(models, test, config.image_size, seed, **kw))
+        q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **kw))
         other = {}
         if cross_dataset is not None:
-            frames, _ = cross_dataset_frames(models, configs, cross_dataset, **predict_kw)
+            frames, _ = cross_dataset_frames(models, configs, cross_dataset, **kw)
             other = {name: binary_metrics(part["label"], part["prob"])["auc"]
                      for name, part in frames.groupby("model", sort=False)}
         for row in seed_rows:

@@ -45,6 +45,9 @@ class TrainScale:
     batch_size: int  # images per batch (real + fake)
     epochs: int
     num_workers: int
+    # Autocast of validation and scoring (TrainConfig.eval_amp): "auto" (as training: bf16 on
+    # CUDA), "bf16" (also on CPUs with native bf16), "off".
+    eval_amp: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,12 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(  # the whole book in at most 90 minutes on 2 cores
         name="cpu",
+        # Scoring in bf16 (+ channels_last) on CPUs with native bf16: 1.5-2x the float32 images/s,
+        # validation AUC within 0.003 of float32 against seed spreads of 0.001-0.03
+        # (benchmarks/results/cpu2_xeon_bf16_inference_check.txt); training stays float32 (bf16
+        # training is slower than float32 at this size: cpu2_xeon_precision.txt).
         train=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=600,
-                         n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1),
+                         n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1, eval_amp="bf16"),
         # One seed per row, three for the two reference rows (their spread is the seed noise).
         ablation=AblationScale(image_size=64, n_train=160, epochs=4, seeds=(0,), n_test=100,
                                reference_seeds=(1, 2), n_val=50),
@@ -125,7 +132,7 @@ PROFILES: dict[str, Profile] = {
         # same time): validation AUC 0.939 / held-out families 0.817 against 0.931 / 0.809 for the
         # baseline (300 validation people; chapter 3). LAA-Net gets 3 epochs to the others' 2.
         real=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=2400,
-                        n_val=300, n_test=500, batch_size=16, epochs=2, num_workers=1),
+                        n_val=300, n_test=500, batch_size=16, epochs=2, num_workers=1, eval_amp="bf16"),
         real_recipes=(("laanet", (("epochs", 3),)),),
     ),
     "gpu": Profile(  # paper scale: EfficientNet-B4 at 384 px
@@ -258,6 +265,7 @@ def runs_dir(profile: Profile | str) -> Path:
 SHARED_DATA_ENV = "DFATTN_SHARED_DATA"
 REAL_TRAIN = "utkface"  # training reals (23,312 photos; age, gender and race in the names)
 CROSS_DATASET = "dfdc_faces"  # the real-deepfake test set: real/ and fake/ face crops
+OTHER_REALS = "real_faces"  # 700 real photos, cut tight: a second source of training reals
 
 
 def shared_data(name: str) -> Path | None:
@@ -281,6 +289,8 @@ class BookData:
             data never meet.
         profile: the profile, with the training scale for this data.
         cross_dataset: the ``dfdc_faces`` folder, where present and the runs are on real photos.
+        other_reals: the ``real_faces`` folder (a second source of training reals, chapter 4's
+            rows by training source), where present and the runs are on real photos.
     """
 
     spec: str
@@ -288,6 +298,7 @@ class BookData:
     key: str
     profile: Profile
     cross_dataset: Path | None = None
+    other_reals: Path | None = None
 
     @property
     def real(self) -> bool:
@@ -306,4 +317,6 @@ def book_data(profile: Profile, data: str | None = None) -> BookData:
         return BookData("synthetic", "the built-in faces", "synthetic", profile)
     real = dataclasses.replace(profile, train=profile.real, ablation=profile.real_ablation or profile.ablation,
                                recipes=profile.real_recipes)
-    return BookData(f"folder:{utk.resolve()}", "UTKFace", REAL_TRAIN, real, shared_data(CROSS_DATASET))
+    other = shared_data(OTHER_REALS)
+    return BookData(f"folder:{utk.resolve()}", "UTKFace", REAL_TRAIN, real, shared_data(CROSS_DATASET),
+                    other.resolve() if other is not None else None)

@@ -15,6 +15,9 @@ Held-out people only, never seen in training or model selection:
   folder of real deepfakes (DFDC faces) that training never saw, each image aligned as the
   training faces were, every metric with a bootstrap interval and the paired difference of each
   detector to the baseline;
+- the cross-dataset test **by training source** (:func:`by_training_source`,
+  :func:`training_source_table`): the same detectors trained on other real faces (another
+  folder, or both), each scored on the same labelled folder;
 - **false alarms by group** (:func:`false_alarms_by_group`): the real test faces each model calls
   fake at its operating threshold (chosen on validation), per group of an attribute.
 """
@@ -64,6 +67,22 @@ class Materialised(torch.utils.data.Dataset):
         item = dict(self.items[i])
         item["image"] = item["image"].float() / 255
         return item
+
+
+class Kept(torch.utils.data.Dataset):
+    """A dataset's items as it makes them, each made once on first use and then kept (the same
+    tensors: unlike :class:`Materialised`, no rounding), for several models scored in turn."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset, self.items = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i not in self.items:
+            self.items[i] = self.dataset[i]
+        return self.items[i]
 
 
 def _predict_all(models: Mapping[str, nn.Module], dataset, **predict_kw: Any) -> pd.DataFrame:
@@ -179,6 +198,7 @@ def cross_dataset(models: Mapping[str, nn.Module], configs: Mapping[str, "TrainC
     from dfattn.data.labelled import LabelledFolder
 
     folders: dict[tuple, LabelledFolder] = {}
+    kept: dict[tuple, Kept] = {}
     parts = []
     for name, model in models.items():
         c = configs[name]
@@ -186,13 +206,68 @@ def cross_dataset(models: Mapping[str, nn.Module], configs: Mapping[str, "TrainC
         if key not in folders:
             folders[key] = LabelledFolder(folder, c.image_size, skip_bad=True, align=c.face_detector,
                                           face_size=c.face_size, no_face=no_face, workers=workers)
+            kept[key] = Kept(folders[key])  # each image read and aligned once, for every model
         items = folders[key]
-        frames = predict(model, items, **predict_kw)
+        frames = predict(model, kept[key], **predict_kw)
         parts.append(frames.assign(model=name, aligned=[items.aligned[i] for i in frames["index"]]))
     first = next(iter(folders.values()))
     counts = {"images": len(first) + len(first.skipped) + (len(first.no_face) if no_face == "skip" else 0),
               "scored": len(first), "no_face": len(first.no_face), "unreadable": len(first.skipped)}
     return pd.concat(parts, ignore_index=True), counts
+
+
+def by_training_source(models: Sequence[str], sources: Mapping[str, tuple[str, str | Path]],
+                       profile: "Profile | str", folder: str | Path, seed: int = 0, no_face: str = "resize",
+                       **predict_kw: Any) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """The cross-dataset test of each model trained on each source of real faces.
+
+    Args:
+        models: detector names (trained at ``profile``'s scale, as chapter 3's runs).
+        sources: ``{label: (data spec, runs folder)}``; each model trains-or-loads under
+            ``runs folder / model`` on that spec (the spec's own splits: model selection on its
+            validation people), e.g. ``"folder:A"``, ``"folder:B"`` and ``"folder:A+folder:B"``.
+        folder: the labelled test folder (``real/``, ``fake/``), scored once per trained model
+            (:func:`cross_dataset`: aligned as each model's training faces).
+
+    Returns:
+        ``(frames, info)``: :func:`cross_dataset`'s frames with a ``source`` column, and per
+        source ``{"training faces", "validation faces", "scored", "no_face"}``.
+    """
+    from dfattn.data.sources import SplitSizes, face_splits
+    from dfattn.train import TrainConfig, train
+
+    parts, info = [], {}
+    for label, (spec, runs) in sources.items():
+        configs = {m: TrainConfig(model=m, profile=profile, data=spec, seed=seed, progress=False).resolved()
+                   for m in models}
+        detectors = {m: train(c, Path(runs) / m)[0] for m, c in configs.items()}
+        c0 = configs[models[0]]
+        splits = face_splits(spec, SplitSizes(c0.n_train, c0.n_val, c0.n_test), c0.face_size, seed,
+                             detector=c0.face_detector)
+        kw = {"amp": c0.eval_autocast(), "channels_last": c0.channels_last, **predict_kw}
+        frames, counts = cross_dataset(detectors, configs, folder, no_face=no_face, **kw)
+        parts.append(frames.assign(source=label))
+        info[label] = {"training faces": len(splits["train"]), "validation faces": len(splits["val"]),
+                       "scored": counts["scored"], "no_face": counts["no_face"]}
+    return pd.concat(parts, ignore_index=True), info
+
+
+def training_source_table(frames: pd.DataFrame, info: Mapping[str, Mapping[str, int]] | None = None,
+                          baseline: str | None = "baseline", **table_kw: Any) -> pd.DataFrame:
+    """:func:`cross_dataset_table` of each training source of :func:`by_training_source`'s frames,
+    stacked: rows ``(source, model)`` and ``(source, "<model> - <baseline>")`` (the paired
+    differences, same images and resamples within the source), plus ``training faces`` from
+    ``info``."""
+    blocks = []
+    for source, part in frames.groupby("source", sort=False):
+        table, diffs = cross_dataset_table(part.drop(columns="source"), baseline, **table_kw)
+        block = pd.concat([table, diffs]) if diffs is not None else table
+        if info is not None:
+            block["training faces"] = info[source]["training faces"]
+        blocks.append(block.set_axis(pd.MultiIndex.from_product([[source], block.index], names=["source", "row"])))
+    out = pd.concat(blocks)
+    out["n"] = out["n"].astype("Int64")
+    return out
 
 
 def _spread(table: pd.DataFrame, column: str, metrics: Sequence[str]) -> dict[str, float]:

@@ -131,6 +131,10 @@ class TrainConfig:
     freeze_frac: float | None = None
     grad_clip: float | None = None  # max gradient norm (None: no clipping)
     amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", "off"
+    # Autocast of validation and scoring (chapters 4 and 5 and dfattn-evaluate read it from the run):
+    # "auto" (as training), "bf16" (also on a CPU with native bf16: AVX-512 BF16 / AMX), "off";
+    # None: the profile's (the cpu profile scores in bf16: benchmarks/check_bf16_inference.py).
+    eval_amp: str | None = None
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (minutes to compile; pays off on long runs)
     device: str | None = None
@@ -166,6 +170,13 @@ class TrainConfig:
         out.validate()
         return out
 
+    def eval_autocast(self, device: torch.device | str | None = None) -> torch.dtype | None:
+        """The autocast dtype of this run's validation and scoring on ``device`` (default: the
+        run's): ``eval_amp`` "auto" follows ``amp``; "bf16" falls back to float32 on a CPU
+        without native bf16, where emulating it would be slower than float32."""
+        device = torch.device(device or self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return autocast_dtype(self.amp if self.eval_amp in (None, "auto") else self.eval_amp, device)
+
     def validate(self) -> None:
         if self.blend not in ("sbi", "bi"):
             raise ValueError(f"blend must be 'sbi' or 'bi', got {self.blend!r}")
@@ -183,8 +194,9 @@ class TrainConfig:
             raise ValueError(f"operating_rule must be one of {OPERATING_RULES}, got {self.operating_rule!r}")
         if not 0.0 < self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        for name in ("amp", "eval_amp"):
+            if getattr(self, name) not in ("auto", "bf16", "off"):
+                raise ValueError(f"{name} must be 'auto', 'bf16' or 'off', got {getattr(self, name)!r}")
         for name in ("epochs", "n_train", "n_val", "n_test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -217,6 +229,25 @@ class TrainConfig:
 
 
 COMPILE_OPTIONS: dict[str, Any] = {}  # keyword arguments of torch.compile (tests swap the backend)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX, as oneDNN sees it)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_dtype(setting: str, device: torch.device | str) -> torch.dtype | None:
+    """``torch.bfloat16`` or ``None`` for an ``amp`` setting: "auto" is bf16 on CUDA only; "bf16"
+    is bf16 on CUDA and on CPUs with native bf16 (else ``None``, logged once); "off" is ``None``."""
+    device = torch.device(device)
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cpu" and not cpu_has_bf16():
+        if not getattr(autocast_dtype, "_warned", False):
+            log.warning("this CPU has no native bf16: computing in float32 instead")
+            autocast_dtype._warned = True  # type: ignore[attr-defined]
+        return None
+    return torch.bfloat16
 
 
 def compile_modules(model: nn.Module, **options: Any) -> nn.Module:
@@ -264,6 +295,7 @@ class Trainer:
             compile_modules(self.model, **COMPILE_OPTIONS)
         self.amp = torch.bfloat16 if (c.amp == "bf16" or (c.amp == "auto" and self.device.type == "cuda")) \
             else None
+        self.eval_amp = c.eval_autocast(self.device)
 
         faces = faces or face_splits(c.data, SplitSizes(c.n_train, c.n_val, c.n_test), c.face_size, c.seed,
                                      detector=c.face_detector)
@@ -418,7 +450,7 @@ class Trainer:
         out: dict[str, float] = {}
         for name, dataset in self.val_sets().items():
             df = predict(self.model, dataset, batch_size=max(2, self.config.batch_size), progress=False,
-                         amp=self.amp, channels_last=self.config.channels_last)
+                         amp=self.eval_amp, channels_last=self.config.channels_last)
             if name == "val":
                 self._val_frame = df  # the operating point of a new best epoch is chosen on it
                 metrics = binary_metrics(df["label"], df["prob"])

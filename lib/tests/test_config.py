@@ -117,7 +117,7 @@ def test_book_data_trains_on_utkface_where_the_shared_data_has_it(tmp_path, monk
     scale (LAA-Net's own epochs included) and tests on dfdc_faces/; without it, or under the
     smoke profile, on the built-in faces; an explicit data spec wins."""
     from dfattn.config import PROFILES, SHARED_DATA_ENV, book_data
-    from dfattn.train import TrainConfig
+    from dfattn.train import TrainConfig, cpu_has_bf16
 
     monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path))
     assert book_data(PROFILES["cpu"]).key == "synthetic"  # no utkface/ yet
@@ -127,6 +127,18 @@ def test_book_data_trains_on_utkface_where_the_shared_data_has_it(tmp_path, monk
     assert book.profile.train == PROFILES["cpu"].real and book.profile.name == "cpu"
     (tmp_path / "dfdc_faces").mkdir()
     assert book_data(PROFILES["cpu"]).cross_dataset == tmp_path / "dfdc_faces"
+    assert book_data(PROFILES["cpu"]).other_reals is None
+    (tmp_path / "real_faces").mkdir()
+    assert book_data(PROFILES["cpu"]).other_reals == (tmp_path / "real_faces").resolve()
+    # the cpu profile scores in bf16 where the CPU has it, and trains in float32
+    config = TrainConfig(model="mat", profile=book.profile, data=book.spec).resolved()
+    assert config.eval_amp == "bf16" and config.amp == "auto"
+    assert config.eval_autocast("cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
+    assert config.eval_autocast("cuda") == torch.bfloat16
+    assert TrainConfig(profile="smoke").resolved().eval_autocast("cpu") is None
+    assert TrainConfig(profile="smoke", eval_amp="off").resolved().eval_autocast("cuda") is None
+    with pytest.raises(ValueError, match="eval_amp"):
+        TrainConfig(profile="smoke", eval_amp="fp16").resolved()
     epochs = {m: TrainConfig(model=m, profile=book.profile, data=book.spec).resolved().epochs
               for m in ("laanet", "mat", "baseline")}
     assert epochs == {"laanet": 3, "mat": 2, "baseline": 2}

@@ -91,3 +91,31 @@ def test_cross_dataset_scores_every_model_on_the_same_aligned_images(tight_and_l
     skipped, counts = cross_dataset({"baseline": models["baseline"]}, configs, tight_and_loose, no_face="skip",
                                     batch_size=8, progress=False)
     assert counts["scored"] == 2 * N and counts["images"] == 2 * N + 1 and len(skipped) == 2 * N
+
+
+def test_by_training_source_trains_each_source_and_scores_the_same_folder(tight_and_loose, tmp_path):
+    """Two sources at the smoke scale: each model is trained once per source (read back the second
+    time), every run scores the same images, and the stacked table holds each source's rows, its
+    paired difference to the baseline and its number of training faces."""
+    from dfattn.protocol import by_training_source, training_source_table
+
+    sources = {"one": ("synthetic", tmp_path / "one"), "both": ("synthetic+synthetic", tmp_path / "both")}
+    frames, info = by_training_source(["laanet", "baseline"], sources, "smoke", tight_and_loose,
+                                      batch_size=8, progress=False)
+    assert all((tmp_path / s / m / "best.safetensors").exists() for s in ("one", "both")
+               for m in ("laanet", "baseline"))
+    assert len(frames) == 2 * 2 * (2 * N + 1)
+    assert frames.groupby(["source", "model"]).size().eq(2 * N + 1).all()
+    assert info["one"]["training faces"] == info["both"]["training faces"] == 16  # the smoke n_train
+    assert info["both"]["validation faces"] == 2 * info["one"]["validation faces"]
+    assert info["one"]["scored"] == 2 * N + 1 and info["one"]["no_face"] == 1
+    # different training data, different detectors: the two sources' scores differ
+    one, both = (frames[(frames["source"] == s) & (frames["model"] == "laanet")] for s in ("one", "both"))
+    assert not np.allclose(one["prob"].to_numpy(), both["prob"].to_numpy())
+    table = training_source_table(frames, info, n_boot=50)
+    assert list(table.index) == [(s, r) for s in ("one", "both")
+                                 for r in ("laanet", "baseline", "laanet - baseline")]
+    assert table.loc[("one", "laanet"), "n"] == 2 * N + 1 and table["training faces"].eq(16).all()
+    again, _ = by_training_source(["laanet", "baseline"], sources, "smoke", tight_and_loose,
+                                  batch_size=8, progress=False)  # train-or-load: read back
+    np.testing.assert_array_equal(again["prob"].to_numpy(), frames["prob"].to_numpy())

@@ -149,3 +149,24 @@ def test_false_alarms_by_group_uses_each_models_threshold():
     assert table.loc[("gender", "female"), "n"] == 2
     with pytest.raises(ValueError, match="real images only"):
         false_alarms_by_group(frames.assign(label=1), points, {"gender": ["m"] * 4})
+
+
+def test_kept_makes_each_item_once_and_serves_the_same_tensors():
+    from dfattn.protocol import Kept
+
+    class Counting(torch.utils.data.Dataset):
+        calls = 0
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            Counting.calls += 1
+            return {"image": torch.full((3, 4, 4), float(i) / 7), "index": i}
+
+    kept = Kept(Counting())
+    first = [kept[i]["image"] for i in range(3)]
+    again = [kept[i]["image"] for i in range(3)]
+    assert Counting.calls == 3 and len(kept) == 3
+    assert all(a is b for a, b in zip(first, again))
+    assert torch.equal(first[2], torch.full((3, 4, 4), 2 / 7))  # exactly as made: no uint8 round trip

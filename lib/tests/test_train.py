@@ -100,6 +100,24 @@ def test_synthetic_splits_do_not_depend_on_the_training_size():
         face_splits("imagenet", SplitSizes(1, 1, 1))
 
 
+def test_joined_specs_split_each_part_and_keep_their_people_apart():
+    one = face_splits("synthetic", SplitSizes(6, 3, 3), face_size=64)
+    both = face_splits("synthetic+synthetic", SplitSizes(8, 3, 3), face_size=64)
+    # val and test: each part's own held-out people, one after the other
+    assert len(both["val"]) == 2 * len(one["val"]) and len(both["test"]) == 2 * len(one["test"])
+    assert np.array_equal(both["val"][len(one["val"])].image, one["val"][0].image)
+    # the same faces from the second part are another person
+    assert both["val"][len(one["val"])].identity != both["val"][0].identity
+    # training: a sample of 8 from the 2 x 8 training faces, drawn from both parts
+    assert len(both["train"]) == 8
+    ids = {both["train"][i].identity for i in range(8)}
+    assert any(i < 10**8 for i in ids) and any(i >= 10**8 for i in ids)
+    held_out = {f.identity for split in ("val", "test") for f in (both[split][i] for i in range(len(both[split])))}
+    assert not ids & held_out
+    with pytest.raises(ValueError, match="needs a path"):
+        face_splits("synthetic+folder:", SplitSizes(1, 1, 1))  # each part is checked
+
+
 # -- detectors and checkpoints --------------------------------------------------------------------
 
 

@@ -11,10 +11,17 @@ A *data spec* names where the real faces come from:
   (``"dlib"``, ``"mtcnn"`` or ``"mediapipe"``; the command-line tools' ``--face-detector``).
 - ``"preprocessed:PATH"``: the output of ``dfattn-preprocess`` (real frames of a benchmark's own
   train / val / test split; :mod:`dfattn.data.preprocessed`).
+- ``"SPEC+SPEC"``: several of these together (``"folder:A+folder:B"``). Each part is split on its
+  own (so each keeps its held-out people and its own caps), the val and test splits are the
+  parts' together, and training takes a seeded sample of ``sizes.train`` faces from the parts'
+  training splits together (all of them where they hold fewer). Identities are kept apart
+  (part ``k`` adds ``k * 10**8``), so two folders never share a person.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +30,7 @@ import numpy as np
 from dfattn.data.faces import Face, FaceSource
 
 VAL_IDENTITY, TEST_IDENTITY = 1_000_000, 2_000_000
+_JOIN = re.compile(r"\+(?=synthetic$|synthetic\+|folder:|preprocessed:)")  # a "+" that starts a spec
 SPLITS = ("train", "val", "test")
 
 
@@ -40,6 +48,30 @@ class FaceSubset:
 
     def __repr__(self) -> str:
         return f"FaceSubset({self.source!r}, n={len(self)})"
+
+
+class ConcatFaces:
+    """The faces of several sources one after the other; the ``k``-th source's identities are
+    offset by ``k * IDENTITY_STRIDE`` so that different sources never share a person."""
+
+    IDENTITY_STRIDE = 10**8
+
+    def __init__(self, sources: Sequence[FaceSource]):
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> Face:
+        if not 0 <= i < len(self):
+            raise IndexError(f"face {i} of {len(self)}")
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        face = self.sources[k][i - int(self.offsets[k])]
+        return dataclasses.replace(face, identity=face.identity + k * self.IDENTITY_STRIDE) if k else face
+
+    def __repr__(self) -> str:
+        return f"ConcatFaces({self.sources!r})"
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,14 @@ def face_splits(spec: str, sizes: SplitSizes, face_size: int = 256, seed: int = 
     from dfattn.data.detectors import check_detector
 
     check_detector(detector)
+    specs = _JOIN.split(spec)
+    if len(specs) > 1:
+        parts = [face_splits(part, sizes, face_size, seed, workers, detector) for part in specs]
+        train = ConcatFaces([p["train"] for p in parts])
+        if len(train) > sizes.train:
+            train = FaceSubset(train, np.sort(np.random.default_rng(seed).choice(len(train), sizes.train,
+                                                                                 replace=False)))
+        return {"train": train, **{s: ConcatFaces([p[s] for p in parts]) for s in ("val", "test")}}
     kind, _, path = spec.partition(":")
     if kind == "synthetic":
         from dfattn.data.synthetic import SyntheticFaces
