@@ -37,11 +37,7 @@
 # **Metrics** (`dfattn.evaluate`): AUC, average precision, equal error rate, accuracy at 0.5 and
 # balanced accuracy, at frame level and, where frames come from videos, at video level (the mean of
 # the frame logits, as both papers do). Every image is scored with **flip test-time augmentation**
-# (the mean logit of the image and of its mirror image), as LAA-Net's evaluation does. Under the
-# cpu profile every model is scored in bf16 autocast on CPUs that compute bf16 natively (AVX-512
-# BF16 or AMX; float32 elsewhere), as its validation was: 1.5-2x faster than float32, and on
-# two-epoch runs within 0.003 validation AUC of it, against seed spreads of 0.001-0.03
-# (`benchmarks/check_bf16_inference.py`).
+# (the mean logit of the image and of its mirror image), as LAA-Net's evaluation does.
 
 # %% tags=["parameters"]
 profile = None  # smoke | cpu | gpu; None: $DFATTN_PROFILE, else auto
@@ -50,8 +46,7 @@ data = None  # the face source of training (None: as chapter 3); the test people
 seed = 0
 flip_tta = True
 run_quality = True
-quality_faces = 100  # test people in the degradation benchmark (its cost grows with 17 settings)
-source_models = ["laanet", "baseline"]  # trained again per source of training reals ([]: skip)
+quality_faces = 150  # test people in the degradation benchmark (its cost grows with 17 settings)
 
 # %%
 import logging
@@ -69,9 +64,9 @@ from dfattn.data.utkface import utkface_attributes
 from dfattn.evaluate import OperatingPoint, evaluate_frames, plot_roc
 from dfattn.explain import attribution_maps
 from dfattn.plotting import save_figure, save_table, show, show_heat, update_readme_table
-from dfattn.protocol import (by_training_source, chapter_runs, cross_dataset, cross_dataset_table,
-                             cross_manipulation, cross_manipulation_table, false_alarms_by_group, quality,
-                             quality_table, training_source_table, with_intervals)
+from dfattn.protocol import (chapter_runs, cross_dataset, cross_dataset_table, cross_manipulation,
+                             cross_manipulation_table, false_alarms_by_group, quality, quality_table,
+                             with_intervals)
 
 BOOK = book_data(profile_from_env(profile), data)  # the one read of $DFATTN_PROFILE / $DFATTN_PRETRAINED
 logging.getLogger("dfattn.data").setLevel(logging.ERROR)  # images without a face: counted below
@@ -82,8 +77,7 @@ configs, detectors, test_faces = chapter_runs(models, PROFILE, RUNS, BOOK.spec, 
 points = {m: OperatingPoint.from_header(read_checkpoint(RUNS / m / "best.safetensors")[1]) for m in models}
 c0 = configs[models[0]]
 SIZE = c0.image_size
-KW = dict(flip_tta=flip_tta, batch_size=64, progress=False, channels_last=c0.channels_last,
-          amp=c0.eval_autocast())  # the runs' own scoring precision (bf16 on CPUs with it, cpu profile)
+KW = dict(flip_tta=flip_tta, batch_size=64, progress=False, channels_last=c0.channels_last)
 print(f"profile {PROFILE.name}, trained on {BOOK.label}: {len(test_faces)} test people at {SIZE} px; "
       f"models {models}")
 
@@ -161,61 +155,6 @@ if BOOK.cross_dataset is not None and dfdc_diff is not None:
 # trained *with labels* on FF++ (c23), reaches 0.696 frame-level AUC on DFDC, and the best of its
 # detectors 0.719; SBI (B4 at 380 px, trained on FF++ reals on a GPU) reports 0.724 at video
 # level. The models here are EfficientNet-Lite0 at 128 px trained for minutes on two CPU cores.
-#
-# ### By the source of the training reals
-#
-# UTKFace's photos are aligned chips with a margin around the face; DFDC's crops, like the 700
-# `real_faces` photos (CIPLAB's real faces, 160 px), are cut tight. Does the source of the real
-# training faces matter? LAA-Net and the baseline are trained again with the same recipe on
-# `real_faces` alone (its own split: {glue:text}`src_real_faces_train:.0f` training and
-# {glue:text}`src_real_faces_val:.0f` validation faces) and on both sets together (each split on
-# its own, then a seeded sample of {glue:text}`src_both_train:.0f` training faces from both
-# training splits, selected on both validation splits), and each selected run is scored once on
-# the same DFDC faces. These rows are results, not a choice: the book's runs stay the UTKFace
-# ones, and nothing is picked by these numbers.
-
-# %%
-source_keys = [f"src_{s}_{k}" for s in ("real_faces", "both") for k in ("train", "val")]
-source_keys += [f"src_{s}_{m}_auc{k}" for s in ("utk", "real_faces", "both") for m in source_models + ["dauc"]
-                for k in ("", "_low", "_high")]
-source_values = {}
-if BOOK.cross_dataset is not None and BOOK.other_reals is not None and source_models:
-    other = f"folder:{BOOK.other_reals}"
-    sources = {BOOK.label: (BOOK.spec, RUNS), "real_faces": (other, RUNS / "sources" / "real_faces"),
-               f"{BOOK.label} + real_faces": (f"{BOOK.spec}+{other}", RUNS / "sources" / "both")}
-    source_frames, source_info = by_training_source(source_models, sources, PROFILE, BOOK.cross_dataset, seed, **KW)
-    by_source = training_source_table(source_frames, source_info, seed=seed)
-    save_table(by_source, "04_cross_dataset_by_source", FIG, floatfmt=".3f")
-    shown = with_intervals(by_source, metrics=("auc", "ap", "tpr_at_fpr_5"))[
-        ["auc", "ap", "tpr_at_fpr_5", "training faces"]]
-    save_table(shown, "04_cross_dataset_by_source_ci", FIG)
-    for key, label in zip(("utk", "real_faces", "both"), sources):
-        if key != "utk":
-            source_values.update({f"src_{key}_train": source_info[label]["training faces"],
-                                  f"src_{key}_val": source_info[label]["validation faces"]})
-        for row in [*source_models, f"{source_models[0]} - baseline"]:
-            name = "dauc" if " - " in row else row
-            if (label, row) in by_source.index:
-                source_values.update({f"src_{key}_{name}_auc{k}": by_source.loc[(label, row), f"auc{k}"]
-                                      for k in ("", "_low", "_high")})
-    display(shown)
-else:
-    print("no rows by training source: ../shared/data/real_faces or dfdc_faces is absent, or the runs are on "
-          "the built-in faces")
-for key in source_keys:
-    glue(key, float(source_values.get(key, float("nan"))), display=False)
-
-# %% [markdown]
-# Trained on `real_faces` alone, LAA-Net scores {glue:text}`src_real_faces_laanet_auc:.3f`
-# ({glue:text}`src_real_faces_laanet_auc_low:.3f` to {glue:text}`src_real_faces_laanet_auc_high:.3f`)
-# and the baseline {glue:text}`src_real_faces_baseline_auc:.3f`; on both sets, LAA-Net
-# {glue:text}`src_both_laanet_auc:.3f` and the baseline {glue:text}`src_both_baseline_auc:.3f`.
-# LAA-Net minus the baseline is {glue:text}`src_utk_dauc_auc:+.3f`
-# ({glue:text}`src_utk_dauc_auc_low:+.3f` to {glue:text}`src_utk_dauc_auc_high:+.3f`) trained on
-# UTKFace, {glue:text}`src_real_faces_dauc_auc:+.3f` ({glue:text}`src_real_faces_dauc_auc_low:+.3f`
-# to {glue:text}`src_real_faces_dauc_auc_high:+.3f`) on `real_faces` and
-# {glue:text}`src_both_dauc_auc:+.3f` ({glue:text}`src_both_dauc_auc_low:+.3f` to
-# {glue:text}`src_both_dauc_auc_high:+.3f`) on both.
 #
 # ## Cross-manipulation
 #
@@ -432,7 +371,6 @@ save_figure(fig, "04_decisions", FIG);
 if PROFILE.name != "smoke":  # the README shows the book's tables, from the files written above
     for key, path in {"cross_dataset": "04_cross_dataset_ci.md",
                       "cross_dataset_differences": "04_cross_dataset_differences_ci.md",
-                      "cross_dataset_by_source": "04_cross_dataset_by_source_ci.md",
                       "cross": "04_cross_manipulation.md", "quality": "04_quality.md"}.items():
         if (FIG / path).exists():
             update_readme_table(repo_root() / "README.md", key, (FIG / path).read_text())

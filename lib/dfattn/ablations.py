@@ -139,7 +139,7 @@ def run_ablations(rows: Sequence[Ablation], profile: Profile | str, runs: Path, 
             configs[row.name] = config
         sizes = SplitSizes(config.n_train, config.n_val, config.n_test)
         test = face_splits(data, sizes, config.face_size, seed, detector=config.face_detector)["test"]
-        kw = {"amp": config.eval_autocast(), "channels_last": config.channels_last, **predict_kw}  # as trained
+        kw = {"amp": config.eval_autocast(), **predict_kw}  # the run's scoring precision
         cross = cross_manipulation_table(cross_manipulation(models, test, config.image_size, seed, **kw))
         q = quality_table(quality(models, test, config.image_size, seed, strengths=strengths, **kw))
         other = {}

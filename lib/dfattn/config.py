@@ -117,12 +117,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(  # the whole book in at most 90 minutes on 2 cores
         name="cpu",
-        # Scoring in bf16 (+ channels_last) on CPUs with native bf16: 1.5-2x the float32 images/s,
-        # validation AUC within 0.003 of float32 against seed spreads of 0.001-0.03
-        # (benchmarks/results/cpu2_xeon_bf16_inference_check.txt); training stays float32 (bf16
-        # training is slower than float32 at this size: cpu2_xeon_precision.txt).
+        # eval_amp="bf16" would score 1.5-2x faster on CPUs with native bf16, within 0.003 validation
+        # AUC of float32 (benchmarks/results/cpu2_xeon_bf16_inference_check.txt); it stays "auto"
+        # (float32 on CPU) until the committed book is re-executed with it.
         train=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=600,
-                         n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1, eval_amp="bf16"),
+                         n_val=100, n_test=100, batch_size=16, epochs=8, num_workers=1),
         # One seed per row, three for the two reference rows (their spread is the seed noise).
         ablation=AblationScale(image_size=64, n_train=160, epochs=4, seeds=(0,), n_test=100,
                                reference_seeds=(1, 2), n_val=50),
@@ -132,7 +131,7 @@ PROFILES: dict[str, Profile] = {
         # same time): validation AUC 0.939 / held-out families 0.817 against 0.931 / 0.809 for the
         # baseline (300 validation people; chapter 3). LAA-Net gets 3 epochs to the others' 2.
         real=TrainScale(image_size=128, backbone="efficientnet_lite0", pretrained=True, n_train=2400,
-                        n_val=300, n_test=500, batch_size=16, epochs=2, num_workers=1, eval_amp="bf16"),
+                        n_val=300, n_test=500, batch_size=16, epochs=2, num_workers=1),
         real_recipes=(("laanet", (("epochs", 3),)),),
     ),
     "gpu": Profile(  # paper scale: EfficientNet-B4 at 384 px

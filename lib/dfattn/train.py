@@ -133,7 +133,7 @@ class TrainConfig:
     amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", "off"
     # Autocast of validation and scoring (chapters 4 and 5 and dfattn-evaluate read it from the run):
     # "auto" (as training), "bf16" (also on a CPU with native bf16: AVX-512 BF16 / AMX), "off";
-    # None: the profile's (the cpu profile scores in bf16: benchmarks/check_bf16_inference.py).
+    # None: the profile's (benchmarks/check_bf16_inference.py measures bf16 against float32).
     eval_amp: str | None = None
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (minutes to compile; pays off on long runs)

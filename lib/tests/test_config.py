@@ -130,11 +130,12 @@ def test_book_data_trains_on_utkface_where_the_shared_data_has_it(tmp_path, monk
     assert book_data(PROFILES["cpu"]).other_reals is None
     (tmp_path / "real_faces").mkdir()
     assert book_data(PROFILES["cpu"]).other_reals == (tmp_path / "real_faces").resolve()
-    # the cpu profile scores in bf16 where the CPU has it, and trains in float32
+    # scoring precision: "auto" follows training (bf16 on CUDA); "bf16" also on CPUs that have it
     config = TrainConfig(model="mat", profile=book.profile, data=book.spec).resolved()
-    assert config.eval_amp == "bf16" and config.amp == "auto"
-    assert config.eval_autocast("cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
+    assert config.eval_amp == "auto" and config.eval_autocast("cpu") is None
     assert config.eval_autocast("cuda") == torch.bfloat16
+    bf16 = TrainConfig(model="mat", profile=book.profile, data=book.spec, eval_amp="bf16").resolved()
+    assert bf16.eval_autocast("cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
     assert TrainConfig(profile="smoke").resolved().eval_autocast("cpu") is None
     assert TrainConfig(profile="smoke", eval_amp="off").resolved().eval_autocast("cuda") is None
     with pytest.raises(ValueError, match="eval_amp"):
