@@ -9,8 +9,8 @@ selection sees. No test set is scored. The default row is chapter 3's own run (t
     python benchmarks/data_options_validation.py [--profile cpu] [--options official geometric]
         [--eval-amp off] [--skip-default]
 
-``--eval-amp off`` scores validation in float32 (as the runs before the cpu profile's bf16
-scoring were); ``--skip-default`` trains only the option rows (the default row is then read from
+``--eval-amp off`` scores validation in float32 whatever the profile says (the option rows then
+train into their own folders); ``--skip-default`` trains only the option rows (the default row is then read from
 an earlier run's results).
 
 One seed per row: read differences against the seed spread of chapter 5's reference rows.

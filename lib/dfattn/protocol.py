@@ -197,20 +197,18 @@ def cross_dataset(models: Mapping[str, nn.Module], configs: Mapping[str, "TrainC
     """
     from dfattn.data.labelled import LabelledFolder
 
-    folders: dict[tuple, LabelledFolder] = {}
-    kept: dict[tuple, Kept] = {}
+    folders: dict[tuple, Kept] = {}  # each image read and aligned once, for every model
     parts = []
     for name, model in models.items():
         c = configs[name]
         key = (c.image_size, c.face_size, c.face_detector)
         if key not in folders:
-            folders[key] = LabelledFolder(folder, c.image_size, skip_bad=True, align=c.face_detector,
-                                          face_size=c.face_size, no_face=no_face, workers=workers)
-            kept[key] = Kept(folders[key])  # each image read and aligned once, for every model
-        items = folders[key]
-        frames = predict(model, kept[key], **predict_kw)
-        parts.append(frames.assign(model=name, aligned=[items.aligned[i] for i in frames["index"]]))
-    first = next(iter(folders.values()))
+            folders[key] = Kept(LabelledFolder(folder, c.image_size, skip_bad=True, align=c.face_detector,
+                                               face_size=c.face_size, no_face=no_face, workers=workers))
+        frames = predict(model, folders[key], **predict_kw)
+        aligned = folders[key].dataset.aligned
+        parts.append(frames.assign(model=name, aligned=[aligned[i] for i in frames["index"]]))
+    first = next(iter(folders.values())).dataset
     counts = {"images": len(first) + len(first.skipped) + (len(first.no_face) if no_face == "skip" else 0),
               "scored": len(first), "no_face": len(first.no_face), "unreadable": len(first.skipped)}
     return pd.concat(parts, ignore_index=True), counts

@@ -175,7 +175,7 @@ class TrainConfig:
         run's): ``eval_amp`` "auto" follows ``amp``; "bf16" falls back to float32 on a CPU
         without native bf16, where emulating it would be slower than float32."""
         device = torch.device(device or self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return autocast_dtype(self.amp if self.eval_amp in (None, "auto") else self.eval_amp, device)
+        return scoring_autocast(self.amp, self.eval_amp, device)
 
     def validate(self) -> None:
         if self.blend not in ("sbi", "bi"):
@@ -248,6 +248,12 @@ def autocast_dtype(setting: str, device: torch.device | str) -> torch.dtype | No
             autocast_dtype._warned = True  # type: ignore[attr-defined]
         return None
     return torch.bfloat16
+
+
+def scoring_autocast(amp: str, eval_amp: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of a run's validation and scoring: its ``eval_amp``, where "auto" (and
+    ``None``: a run older than that field) follows its training ``amp``."""
+    return autocast_dtype(amp if eval_amp in (None, "auto") else eval_amp, device)
 
 
 def compile_modules(model: nn.Module, **options: Any) -> nn.Module:

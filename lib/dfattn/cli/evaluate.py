@@ -50,7 +50,7 @@ from dfattn.evaluate import OperatingPoint, evaluate_frames, operating_metrics
 from dfattn.plotting import save_table
 from dfattn.protocol import (FrameItems, cross_manipulation, cross_manipulation_table, labelled_frames,
                              quality, quality_table)
-from dfattn.train import autocast_dtype
+from dfattn.train import autocast_dtype, scoring_autocast
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,8 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1, help="processes for landmark detection (1)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--amp", choices=("run", "bf16", "off"), default="run",
-                   help="autocast while scoring: the run's eval_amp (default: bf16 on CUDA; the cpu "
-                        "profile's runs also on CPUs with native bf16), bf16, or off (float32)")
+                   help="autocast while scoring: the run's eval_amp (by default as its training: bf16 "
+                        "on CUDA, float32 on CPU), bf16 (also on CPUs with native bf16), or off (float32)")
     p.add_argument("--device", default=None)
     return p
 
@@ -99,13 +99,6 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
 
 
-def run_autocast(cfg: dict[str, Any], device: torch.device) -> torch.dtype | None:
-    """The autocast a run's ``train_config`` asks for its scoring: its ``eval_amp``, where "auto"
-    (and a run older than that field) follows its training ``amp`` (bf16 on CUDA by default)."""
-    setting = cfg.get("eval_amp") or "auto"
-    return autocast_dtype(cfg.get("amp", "auto") if setting == "auto" else setting, device)
-
-
 def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, out: Path,
                  args: argparse.Namespace, written: list[str]) -> dict[str, Any]:
     """The result rows of one run (``{table: Series}``); its frame tables go to ``OUT/<label>/``."""
@@ -113,7 +106,8 @@ def evaluate_run(model, header: dict[str, Any], label: str, data: str | None, ou
     size, seed = cfg["image_size"], cfg["seed"]
     data = data or cfg["data"]
     dev = next(model.parameters()).device
-    amp = run_autocast(cfg, dev) if args.amp == "run" else autocast_dtype(args.amp, dev)
+    amp = (scoring_autocast(cfg.get("amp", "auto"), cfg.get("eval_amp"), dev) if args.amp == "run"
+           else autocast_dtype(args.amp, dev))
     kw = dict(batch_size=args.batch_size, flip_tta=args.flip_tta, progress=True, amp=amp,
               channels_last=cfg.get("channels_last", False))
     run_dir = out / _slug(label)
