@@ -57,6 +57,7 @@ pretraining_study = True  # also train the baseline from scratch
 # %%
 import dataclasses
 import logging
+import os
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -77,7 +78,8 @@ print(f"profile {PROFILE.name}, trained on {BOOK.label}: {PROFILE.train.backbone
       f"{PROFILE.train.image_size} px, {PROFILE.train.n_train} training faces, "
       f"{PROFILE.train.n_val} validation and {PROFILE.train.n_test} test people, {PROFILE.train.epochs} epochs")
 if BOOK.real:
-    photos = FolderFaces(BOOK.spec.partition(":")[2])  # landmarks found once, then read from the cache
+    # landmarks found once (one process per core: the same landmarks), then read from the cache
+    photos = FolderFaces(BOOK.spec.partition(":")[2], workers=os.cpu_count() or 1)
     print(f"{BOOK.label}: {len(photos) + len(photos.skipped)} photos, no face found in "
           f"{len(photos.skipped)} (left out)")
 

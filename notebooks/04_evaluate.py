@@ -50,6 +50,7 @@ quality_faces = 150  # test people in the degradation benchmark (its cost grows 
 
 # %%
 import logging
+import os
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -96,7 +97,8 @@ print(f"profile {PROFILE.name}, trained on {BOOK.label}: {len(test_faces)} test 
 glue_keys = [f"{m}_dfdc_{k}" for m in models for k in ("auc", "auc_low", "auc_high", "ap", "tpr5")]
 glue_keys += [f"{m}_dfdc_dauc{k}" for m in models if m != "baseline" for k in ("", "_low", "_high")]
 if BOOK.cross_dataset is not None:
-    dfdc_frames, dfdc_counts = cross_dataset(detectors, configs, BOOK.cross_dataset, **KW)
+    dfdc_frames, dfdc_counts = cross_dataset(detectors, configs, BOOK.cross_dataset,
+                                             workers=os.cpu_count() or 1, **KW)  # landmarks: a process per core
     dfdc, dfdc_diff = cross_dataset_table(dfdc_frames, seed=seed)
     save_table(dfdc, "04_cross_dataset", FIG, floatfmt=".3f")
     save_table(with_intervals(dfdc), "04_cross_dataset_ci", FIG)

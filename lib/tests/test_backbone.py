@@ -114,3 +114,34 @@ def test_lite0_first_batchnorm_sees_its_running_variance_with_half_stats():
     assert ratio["imagenet"] > 2.5
     assert 0.5 < ratio["half"] < 1.5
     assert abs(np.log(ratio["half"])) < abs(np.log(ratio["imagenet"]))
+
+
+def test_baseline_is_timms_classifier_and_does_no_extra_work():
+    """The baseline's inference path is timm's EfficientNet classifier: given timm's weights it
+    returns timm's logits, with the same FLOPs and the same convolutions (so a throughput gap
+    between the two in a benchmark is not in the computation)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dfattn.models.base import create_detector
+
+    torch.manual_seed(0)
+    ref = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1).eval()
+    model = create_detector("baseline", backbone="efficientnet_lite0", normalization="none").eval()
+    state = ref.state_dict()
+    missing, unexpected = model.backbone.body.load_state_dict(state, strict=False)
+    assert not missing and {k.split(".")[0] for k in unexpected} == {"conv_head", "bn2", "classifier"}
+    model.backbone.head[0].load_state_dict(ref.conv_head.state_dict())
+    model.backbone.head[1].load_state_dict(ref.bn2.state_dict())
+    model.fc.load_state_dict(ref.classifier.state_dict())
+    x = torch.rand(2, 3, 96, 96)
+    counts = []
+    with torch.no_grad():
+        for fn in (lambda: ref(x)[:, 0], lambda: model.fake_logit(x)):
+            with FlopCounterMode(display=False) as counter:
+                out = fn()
+            counts.append((counter.get_total_flops(), out))
+    (ref_flops, ref_out), (flops, out) = counts
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    assert flops == ref_flops > 0
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) for net in (ref, model)]
+    assert convs[0] == convs[1]
