@@ -97,3 +97,23 @@ def test_utkface_names():
     assert utkface_attributes("100_0_0_20170112213500903.jpg") == {"age": "60+", "gender": "male", "race": "White"}
     assert utkface_attributes("9_0_4_x.jpg")["age"] == "0-19"
     assert utkface_attributes("39_1_20170116174525125.jpg") is None  # a field missing
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_resampled_metrics_equal_the_metrics_of_each_resampled_array(ties):
+    """The vectorised bootstrap (counts of draws, one sort) gives what each metric computes on
+    each resampled array, ties included, whatever the block size."""
+    from dfattn.evaluate import BOOTSTRAP_METRICS, _metric, _resampled_metrics, _resamples
+
+    rng = np.random.default_rng(1)
+    y = (rng.random(240) < 0.4).astype(int)
+    s = (rng.random(240) + 0.4 * y) / 1.4
+    if ties:
+        s = np.round(s, 1)  # a handful of distinct scores, most images tied
+    metrics = (*BOOTSTRAP_METRICS, "tpr_at_fpr_10")
+    loop = np.array([[_metric(m, y[i], s[i]) for m in metrics] for i in _resamples(y, 60, 7)])
+    for block in (240, 240 * 7, 10**7):  # one resample a block, 7, all
+        np.testing.assert_allclose(_resampled_metrics(y, s, metrics, 60, 7, block=block), loop, rtol=0,
+                                   atol=1e-12)
+    with pytest.raises(ValueError, match="unknown metric 'acc'"):
+        _resampled_metrics(y, s, ("acc",), 5, 0)
