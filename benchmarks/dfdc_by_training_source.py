@@ -14,7 +14,7 @@ the metrics with 95 % bootstrap intervals (1,000 stratified resamples), the pair
 ``laanet - baseline`` within each source, the counts, the machine and the minutes.
 
     python benchmarks/dfdc_by_training_source.py [--profile cpu] [--models laanet baseline]
-        [--out benchmarks/results/dfdc_by_training_source.md]
+        [--sources utkface real_faces both] [--out benchmarks/results/dfdc_by_training_source.md]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dfattn.protocol import by_training_source, training_source_table, with_inte
 from dfattn.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+SOURCES = ("utkface", "real_faces", "both")  # UTKFace (chapter 3's runs), real_faces alone, the two joined
 
 
 def machine() -> str:
@@ -52,6 +53,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--profile", default="cpu")
     p.add_argument("--models", nargs="+", default=["laanet", "baseline"])
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES),
+                   help="which sources of training reals (default: all three)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dfdc_by_training_source.md")
     args = p.parse_args()
@@ -72,8 +75,10 @@ def main() -> None:
               f"({time.perf_counter() - t:.0f} s)", flush=True)
     runs = runs_dir(book.profile) / book.key
     other = f"folder:{book.other_reals}"
-    sources = {book.label: (book.spec, runs), "real_faces": (other, runs / "sources" / "real_faces"),
-               f"{book.label} + real_faces": (f"{book.spec}+{other}", runs / "sources" / "both")}
+    every = {"utkface": (book.label, book.spec, runs),
+             "real_faces": ("real_faces", other, runs / "sources" / "real_faces"),
+             "both": (f"{book.label} + real_faces", f"{book.spec}+{other}", runs / "sources" / "both")}
+    sources = {every[k][0]: every[k][1:] for k in SOURCES if k in args.sources}
     kw = dict(flip_tta=True, batch_size=64, progress=False)
     frames, info = by_training_source(args.models, sources, book.profile, book.cross_dataset, args.seed, **kw)
     table = training_source_table(frames, info, seed=args.seed)
@@ -86,7 +91,8 @@ def main() -> None:
             best = history.loc[history["val_auc"].idxmax()]
             selection[(label, m)] = {"epochs": len(history), "selected epoch": int(best["epoch"]),
                                      "val AUC (SBI)": best["val_auc"],
-                                     "held-out families AUC": best.get("family_auc", float("nan"))}
+                                     "held-out families AUC": best.get("family_auc", float("nan")),
+                                     "training min": history["train_seconds"].sum() / 60}
     selection = pd.DataFrame(selection).T.rename_axis(["source", "model"]).reset_index()
     selection[["epochs", "selected epoch"]] = selection[["epochs", "selected epoch"]].astype(int)
     config = TrainConfig(model=args.models[0], profile=book.profile, data=book.spec).resolved()
@@ -99,7 +105,8 @@ def main() -> None:
     text = "\n".join([
         "# DFDC faces by the source of the real training faces",
         "",
-        f"`python benchmarks/dfdc_by_training_source.py --profile {args.profile}`: {machine()}, "
+        f"`python benchmarks/dfdc_by_training_source.py --profile {args.profile} --sources "
+        f"{' '.join(args.sources)}`: {machine()}, "
         f"{minutes:.0f} min (landmarks, training and scoring; runs already on disk are read back).",
         "",
         f"Profile {book.profile.name}: {config.backbone} at {config.image_size} px, ImageNet weights, "
