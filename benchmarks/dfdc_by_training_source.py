@@ -33,20 +33,10 @@ from dfattn.data.folder import FolderFaces
 from dfattn.protocol import by_training_source, training_source_table, with_intervals
 from dfattn.train import TrainConfig
 
+from bench_precision import machine  # this folder: the CPU model and its AVX-512 / bf16 flags
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("utkface", "real_faces", "both")  # UTKFace (chapter 3's runs), real_faces alone, the two joined
-
-
-def machine() -> str:
-    name = "unknown CPU"
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = info.split("flags", 2)[1].splitlines()[0].split()
-        isa = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-    except (OSError, IndexError, StopIteration):
-        isa = ""
-    return f"{name}, {os.cpu_count()} cores ({isa or 'flags unknown'})"
 
 
 def main() -> None:
@@ -110,8 +100,8 @@ def main() -> None:
         f"{minutes:.0f} min (landmarks, training and scoring; runs already on disk are read back).",
         "",
         f"Profile {book.profile.name}: {config.backbone} at {config.image_size} px, ImageNet weights, "
-        f"{config.epochs} epochs (LAA-Net as its recipe says), seed {args.seed}; flip TTA; scoring in "
-        f"{'the run' + chr(39) + 's precision'} (float32 on CPU under this profile). {counts}.",
+        f"the epochs of each run in the first table, seed {args.seed}; flip TTA; scoring in the run's "
+        f"precision (float32 on CPU under this profile). {counts}.",
         "",
         "Model selection (validation people of each source only):",
         "",
